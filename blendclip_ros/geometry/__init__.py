@@ -1,0 +1,1 @@
+"""Boxes, points-in-boxes cropping, preprocessing and point/box file readers (no ROS)."""

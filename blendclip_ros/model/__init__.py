@@ -1,0 +1,1 @@
+"""PointBERT point encoder with dynamic grouping, configs and checkpoints (no ROS)."""

@@ -1,0 +1,1 @@
+"""The rclpy layer: environment, message conversions, the classifier node, bag replay."""

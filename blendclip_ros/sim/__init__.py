@@ -1,0 +1,1 @@
+"""Simulated driving domains: procedural objects, LiDAR simulator, scenes (no ROS)."""

@@ -1,0 +1,1 @@
+"""Prompt sets, text towers and the cached text-embedding bank (no ROS)."""

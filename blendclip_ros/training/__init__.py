@@ -1,0 +1,1 @@
+"""Triplet format, mining, curriculum pretraining and zero-shot evaluation (no ROS)."""
