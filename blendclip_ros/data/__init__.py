@@ -1,0 +1,1 @@
+"""Readers for dataset sample formats (no ROS)."""
