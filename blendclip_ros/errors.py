@@ -23,3 +23,7 @@ class PromptError(BlendClipError, ValueError):
 
 class ConfigError(BlendClipError, ValueError):
     """A configuration value is invalid."""
+
+
+class PointCloudError(BlendClipError, ValueError):
+    """An in-memory point cloud has the wrong shape, dtype or values (e.g. NaN, too many points)."""
