@@ -1,0 +1,36 @@
+"""ament_python package definition for blendclip_ros (works with colcon and with pip)."""
+
+from glob import glob
+
+from setuptools import find_packages, setup
+
+PACKAGE = "blendclip_ros"
+
+setup(
+    name=PACKAGE,
+    version="0.1.0",
+    packages=find_packages(include=[PACKAGE, f"{PACKAGE}.*"]),
+    data_files=[
+        ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
+        (f"share/{PACKAGE}", ["package.xml"]),
+        (f"share/{PACKAGE}/launch", glob("launch/*.launch.py")),
+        (f"share/{PACKAGE}/config", glob("config/*.yaml") + glob("config/*.xml")),
+        (f"share/{PACKAGE}/config/prompts", glob("config/prompts/*.yaml")),
+    ],
+    install_requires=["setuptools"],
+    zip_safe=True,
+    maintainer="blendclip_ros team",
+    maintainer_email="blendclip-ros@example.org",
+    description="Open-vocabulary 3D object classification (BlendCLIP) as a ROS 2 node.",
+    license="Apache-2.0",
+    tests_require=["pytest"],
+    entry_points={
+        "console_scripts": [
+            "blendclip-classify = blendclip_ros.cli.classify:main",
+            "blendclip-classifier = blendclip_ros.ros.classifier_node:main",
+            "blendclip-bag-from-nuscenes = blendclip_ros.ros.bag_from_nuscenes:main",
+            "blendclip-replay = blendclip_ros.ros.replay:main",
+            "blendclip-simulate = blendclip_ros.cli.simulate:main",
+        ],
+    },
+)
