@@ -31,3 +31,24 @@ def nuscenes_frame(shared_data):
     if not NUSCENES_INFO.is_file():
         pytest.skip(f"nuScenes sample not found at {NUSCENES_INFO}")
     return load_mmdet3d_frame(NUSCENES_INFO)
+
+
+# ----------------------------------------------------------------------------- ROS 2 tests
+# Loopback-only discovery and a domain id of this test run's own, for in-process nodes and
+# for every subprocess started through `ros_env`.
+os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+os.environ["ROS_DOMAIN_ID"] = os.environ.get("BLENDCLIP_TEST_DOMAIN_ID", str(os.getpid() % 100 + 1))
+from blendclip_ros.environment import apply_ros_environment, ros_environment  # noqa: E402
+
+apply_ros_environment()
+
+
+@pytest.fixture(scope="session")
+def ros_env() -> dict[str, str]:
+    """Environment for ROS 2 subprocesses of this test run (loopback, own domain id)."""
+    pytest.importorskip("rclpy")
+    pytest.importorskip("vision_msgs.msg")
+    env = ros_environment()
+    env["PYTHONUNBUFFERED"] = "1"
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH", "")]))
+    return env

@@ -1,0 +1,1 @@
+"""Small rclpy programs that tests start as separate processes."""
