@@ -262,6 +262,13 @@ def test_make_text_tower_from_checkpoint_specs():
     clip = make_text_tower({"type": "open_clip", "model": "ViT-B-16", "weights": None, "seed": 3})
     assert isinstance(clip, OpenClipTextTower) and clip.weights_digest.startswith("random-init-seed-3")
     assert not clip.is_loaded
+    loader_spelling = make_text_tower({"kind": "open_clip", "model": "ViT-B-16", "pretrained": None,
+                                       "embed_dim": 512})
+    assert loader_spelling.weights_digest.startswith("random-init-seed-0")
+    with pytest.raises(ConfigError, match="allow_network=True"):
+        make_text_tower({"kind": "open_clip", "model": "ViT-B-16", "pretrained": "datacomp_xl_s13b_b90k"})
+    with pytest.raises(ConfigError, match="text_tower.embed_dim: 512 but minilm"):
+        make_text_tower({"type": "minilm", "embed_dim": 512})
     with pytest.raises(ConfigError, match="text_tower.type: unknown tower 'bert'"):
         make_text_tower({"type": "bert"})
     with pytest.raises(ConfigError, match="must be a mapping with a 'type'"):

@@ -319,18 +319,24 @@ class MiniLMTextTower(_LazyTower):
 
 def make_text_tower(spec: dict[str, Any] | None, device: str | torch.device = "cpu", *,
                     allow_network: bool = False) -> TextTower:
-    """A tower from a checkpoint's ``text_tower`` dict.
+    """A tower from a checkpoint's ``text_tower`` dict (``None`` means MiniLM).
 
     ``{"type": "minilm"}`` or ``{"type": "open_clip", "model": "ViT-B-16", "weights": path|tag|null,
-    "seed": 0}``; ``None`` means MiniLM.
+    "seed": 0}``; ``kind`` is accepted for ``type`` and ``pretrained`` for ``weights`` (the
+    checkpoint loader's spelling); an ``embed_dim`` entry must match the tower's dimension.
     """
     spec = {"type": "minilm"} if spec is None else spec
-    if not isinstance(spec, dict) or "type" not in spec:
+    kind = spec.get("type", spec.get("kind")) if isinstance(spec, dict) else None
+    if kind is None:
         raise ConfigError(f"text_tower: must be a mapping with a 'type', got {spec!r}")
-    kind = str(spec["type"]).lower().replace("-", "_")
+    kind = str(kind).lower().replace("-", "_")
     if kind == "minilm":
-        return MiniLMTextTower(device=device, model_dir=spec.get("model_dir"))
-    if kind in ("open_clip", "openclip"):
-        return OpenClipTextTower(spec.get("model", "ViT-B-16"), spec.get("weights"),
-                                 allow_network=allow_network, device=device, seed=int(spec.get("seed", 0)))
-    raise ConfigError(f"text_tower.type: unknown tower {spec['type']!r} (expected 'minilm' or 'open_clip')")
+        tower: TextTower = MiniLMTextTower(device=device, model_dir=spec.get("model_dir"))
+    elif kind in ("open_clip", "openclip"):
+        tower = OpenClipTextTower(spec.get("model", "ViT-B-16"), spec.get("weights", spec.get("pretrained")),
+                                  allow_network=allow_network, device=device, seed=int(spec.get("seed", 0)))
+    else:
+        raise ConfigError(f"text_tower.type: unknown tower {kind!r} (expected 'minilm' or 'open_clip')")
+    if spec.get("embed_dim") is not None and int(spec["embed_dim"]) != tower.dim:
+        raise ConfigError(f"text_tower.embed_dim: {spec['embed_dim']} but {tower.name} is {tower.dim}-d")
+    return tower
