@@ -115,3 +115,138 @@ def test_real_minilm_bank_classifies_text_queries(tmp_path, monkeypatch):
     queries = ["a city bus", "a traffic cone on the road", "a person walking", "a parked car"]
     preds = clf.classify(tower.encode(queries), [100] * 4)
     assert [p.label for p in preds] == ["bus", "traffic cone", "pedestrian", "car"]
+
+
+# --- ObjectClassifier pipeline on the real nuScenes sweep -----------------------------------------
+
+import dataclasses  # noqa: E402
+import math  # noqa: E402
+
+from blendclip_ros.errors import PointCloudError  # noqa: E402
+from blendclip_ros.geometry.boxes import Boxes  # noqa: E402
+from blendclip_ros.geometry.crop import points_in_boxes  # noqa: E402
+from blendclip_ros.geometry.preprocess import preprocess_crop  # noqa: E402
+from blendclip_ros.model.checkpoint import save_checkpoint  # noqa: E402
+from blendclip_ros.model.config import PointBertConfig  # noqa: E402
+from blendclip_ros.model.pointbert import BlendClipPointModel  # noqa: E402
+from blendclip_ros.pipeline import ObjectClassifier, UntrainedModelWarning  # noqa: E402
+from blendclip_ros.text.prompts import PromptSet  # noqa: E402
+
+NUSCENES_LABELS = ("barrier", "bicycle", "bus", "car", "construction vehicle",
+                   "motorcycle", "pedestrian", "traffic cone", "trailer", "truck")
+
+
+class CountingModel(BlendClipPointModel):
+    """The real point model, recording the batch size of every encode call."""
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.batches: list[int] = []
+
+    def encode(self, clouds, normalize=True, **kwargs):
+        self.batches.append(len(clouds))
+        return super().encode(clouds, normalize, **kwargs)
+
+
+@pytest.fixture
+def xdg(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setattr(towers, "_DIGESTS", {})
+    return tmp_path / "xdg"
+
+
+@pytest.fixture(scope="module")
+def nuscenes_bank(tmp_path_factory) -> TextBank:
+    return build_text_bank(towers.MiniLMTextTower(), load_prompt_set("nuscenes"),
+                           cache_dir=tmp_path_factory.mktemp("bank"))
+
+
+def tiny_model(seed: int = 0, embed_dim: int = 384, cls=BlendClipPointModel) -> BlendClipPointModel:
+    torch.manual_seed(seed)
+    return cls(dataclasses.replace(PointBertConfig.named("tiny"), embed_dim=embed_dim))
+
+
+def test_pipeline_encodes_every_occupied_box_in_one_batch(nuscenes_frame, nuscenes_bank):
+    boxes = Boxes.from_mmdet3d(nuscenes_frame.boxes)
+    model = tiny_model(cls=CountingModel)
+    pipe = ObjectClassifier(model, nuscenes_bank, min_points=3, top_k=4)
+    results = pipe.classify(nuscenes_frame.points, boxes)
+    counts = [len(i) for i in points_in_boxes(nuscenes_frame.points, boxes)]
+    assert len(results) == 69 and [r.num_points for r in results] == counts
+    occupied = [i for i, n in enumerate(counts) if n >= 3]
+    assert model.batches == [len(occupied)] and 0 < len(occupied) < 69
+    for i, r in enumerate(results):
+        if i in occupied:
+            assert r.prediction.label in NUSCENES_LABELS and len(r.prediction.top_k) == 4
+        else:
+            assert r.prediction.is_unknown and r.prediction.top_k == []
+    # The batched embedding of a box equals encoding that box alone.
+    big = max(occupied, key=lambda i: counts[i])
+    alone = preprocess_crop(nuscenes_frame.points[points_in_boxes(nuscenes_frame.points, boxes.subset([big]))[0]])
+    with torch.inference_mode():
+        single = model.encode([torch.from_numpy(alone)])
+    probs = pipe.classifier.probabilities(single)
+    assert results[big].prediction.score == pytest.approx(float(probs.max()), abs=1e-5)
+
+
+def test_from_config_without_checkpoint_is_seeded_and_warns(nuscenes_frame, xdg):
+    boxes = Boxes.from_mmdet3d(nuscenes_frame.boxes[:20])
+    with pytest.warns(UntrainedModelWarning, match="random-initialised"):
+        first = ObjectClassifier.from_config(seed=0)
+    with pytest.warns(UntrainedModelWarning):
+        again = ObjectClassifier.from_config(seed=0, prompts=["car", "pedestrian", "barrier"])
+    with pytest.warns(UntrainedModelWarning):
+        other = ObjectClassifier.from_config(seed=1)
+    assert first.labels == NUSCENES_LABELS and again.labels == ("car", "pedestrian", "barrier")
+    assert first.model.config.embed_dim == 384 and first.classifier.bank.tower_name.startswith("minilm")
+    again.set_bank(first.classifier.bank)
+    a, b, c = (p.classify(nuscenes_frame.points, boxes) for p in (first, again, other))
+    assert [r.prediction for r in a] == [r.prediction for r in b]
+    assert [r.prediction.score for r in a] != [r.prediction.score for r in c]
+
+
+def test_from_config_with_a_project_checkpoint_reproduces_the_model(tmp_path, nuscenes_frame, xdg):
+    model = tiny_model(seed=3)
+    path = save_checkpoint(tmp_path / "m.safetensors", model, text_tower={"type": "minilm", "embed_dim": 384})
+    boxes = Boxes.from_mmdet3d(nuscenes_frame.boxes[:15])
+    loaded = ObjectClassifier.from_config(path, prompts="truckscenes")
+    direct = ObjectClassifier(model, loaded.classifier.bank)
+    assert loaded.labels[0] == "animal"
+    assert [r.prediction for r in loaded.classify(nuscenes_frame.points, boxes)] == \
+        [r.prediction for r in direct.classify(nuscenes_frame.points, boxes)]
+
+
+def test_from_config_with_a_release_checkpoint_uses_its_openclip_weights(tmp_path, xdg):
+    """A BlendCLIP release file (module.-prefixed point model + frozen open_clip_model.*)."""
+    config = PointBertConfig(width=96, depth=1, heads=6, pointnet_dims=(16, 32, 64, 64), pos_hidden=32,
+                             max_groups=64, embed_dim=512)
+    model = BlendClipPointModel(config)
+    text_tower = towers.OpenClipTextTower(seed=5)
+    text_tower.load()
+    state = {f"module.{k}": v for k, v in model.state_dict().items()}
+    state.update({f"module.open_clip_model.{k}": v for k, v in text_tower._model.state_dict().items()})
+    path = tmp_path / "checkpoint_best.pt"
+    torch.save({"epoch": 9, "state_dict": state, "best_acc1": 0.4}, path)
+    pipe = ObjectClassifier.from_config(path, prompts=["car", "truck"])
+    assert "checkpoint_best.pt" in pipe.classifier.bank.tower_name
+    expected = build_text_bank(text_tower, PromptSet.from_labels(["car", "truck"]), use_cache=False)
+    torch.testing.assert_close(pipe.classifier.bank.embeddings, expected.embeddings)
+    assert pipe.classifier.logit_scale == pytest.approx(math.exp(model.logit_scale.item()))
+
+
+def test_pipeline_rejects_mismatched_parts(nuscenes_bank):
+    with pytest.raises(ConfigError, match="bank: 384-d text embeddings"):
+        ObjectClassifier(tiny_model(embed_dim=512), nuscenes_bank)
+    pipe = ObjectClassifier(tiny_model(), nuscenes_bank)
+    with pytest.raises(PointCloudError, match=r"points: expected shape \(N, >=3\)"):
+        pipe.classify(np.zeros((10, 2), np.float32), Boxes.empty())
+    assert pipe.classify(np.zeros((10, 3), np.float32), Boxes.empty()) == []
+    with pytest.raises(ConfigError, match="max_points"):
+        ObjectClassifier(tiny_model(), nuscenes_bank, max_points=0)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU fallback")
+def test_cuda_request_falls_back_to_cpu(nuscenes_bank):
+    with pytest.warns(RuntimeWarning, match="CUDA is unavailable"):
+        pipe = ObjectClassifier(tiny_model(), nuscenes_bank, device="cuda")
+    assert pipe.device == torch.device("cpu") and pipe.classifier.bank.embeddings.device.type == "cpu"

@@ -1,0 +1,171 @@
+"""ObjectClassifier: crop every box, preprocess, encode all crops in one batch, classify."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .classifier import Prediction, ZeroShotClassifier
+from .errors import ConfigError, PointCloudError
+from .geometry.boxes import Boxes
+from .geometry.crop import points_in_boxes
+from .geometry.preprocess import preprocess_crops
+from .model.checkpoint import RELEASE, load_checkpoint
+from .model.config import PointBertConfig
+from .model.pointbert import BlendClipPointModel
+from .text.bank import TextBank, build_text_bank
+from .text.prompts import PromptSet, load_prompt_set
+from .text.towers import OpenClipTextTower, TextTower, make_text_tower, resolve_device
+
+MAX_LOGIT_SCALE = 100.0  # CLIP's clamp on exp(logit_scale)
+DEFAULT_PROMPTS = "nuscenes"
+
+
+class UntrainedModelWarning(UserWarning):
+    """The point encoder is random-initialised: its predictions are meaningless."""
+
+
+@dataclass(frozen=True)
+class ObjectResult:
+    """One box: the number of points inside it and its prediction."""
+
+    num_points: int
+    prediction: Prediction
+
+
+class ObjectClassifier:
+    """Zero-shot classification of the objects in boxes of one point cloud.
+
+    Boxes with fewer than ``min_points`` points are not encoded (``unknown``, empty top-k).
+    ``max_points`` caps each crop (farthest point sampling, see ``geometry.preprocess``);
+    ``margin`` grows every box face (metres); ``rotate_to_box`` expresses crops in the box
+    frame instead of the sensor axes.
+    """
+
+    def __init__(self, model: BlendClipPointModel, bank: TextBank, *, device: str | torch.device = "cpu",
+                 max_points: int = 8192, min_points: int = 1, margin: float = 0.0, top_k: int = 3,
+                 score_threshold: float = 0.0, rotate_to_box: bool = False,
+                 unknown_label: str = "unknown") -> None:
+        self.device = resolve_device(device)
+        embed_dim = model.config.embed_dim
+        if bank.dim != embed_dim:
+            raise ConfigError(f"bank: {bank.dim}-d text embeddings ({bank.tower_name}) but the point "
+                              f"model projects to {embed_dim}-d")
+        if not 1 <= int(max_points) <= model.config.max_points:
+            raise ConfigError(f"max_points: must be in 1..{model.config.max_points}, got {max_points!r}")
+        if not math.isfinite(float(margin)):
+            raise ConfigError(f"margin: must be finite, got {margin!r}")
+        self.model = model.to(self.device).eval()
+        self.max_points = int(max_points)
+        self.margin = float(margin)
+        self.rotate_to_box = bool(rotate_to_box)
+        scale = min(math.exp(float(model.logit_scale.detach())), MAX_LOGIT_SCALE)
+        self.classifier = ZeroShotClassifier(bank.to(self.device), scale, top_k=top_k,
+                                             score_threshold=score_threshold, min_points=min_points,
+                                             unknown_label=unknown_label)
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return self.classifier.labels
+
+    @property
+    def min_points(self) -> int:
+        return self.classifier.min_points
+
+    def set_bank(self, bank: TextBank) -> None:
+        """Swap the prompt set (atomic; the bank must live in the model's text space)."""
+        self.classifier.set_bank(bank.to(self.device))
+
+    def crop(self, points: np.ndarray, boxes: Boxes) -> list[np.ndarray]:
+        """Indices of the points inside each box (with ``margin``)."""
+        return points_in_boxes(points, boxes, self.margin)
+
+    def encode_crops(self, points: np.ndarray, boxes: Boxes, index_lists: list[np.ndarray]) -> torch.Tensor:
+        """``(M, D)`` embeddings: zeros for boxes below ``min_points``, the rest encoded in one batch."""
+        counts = np.array([len(i) for i in index_lists], dtype=np.int64)
+        encoded = np.flatnonzero(counts >= self.min_points)
+        embeddings = torch.zeros(len(index_lists), self.model.config.embed_dim, device=self.device)
+        if encoded.size:
+            crops = preprocess_crops(points, [index_lists[i] for i in encoded], boxes.subset(encoded),
+                                     max_points=self.max_points, rotate_to_box=self.rotate_to_box)
+            clouds = [torch.from_numpy(np.ascontiguousarray(c, dtype=np.float32)) for c in crops]
+            with torch.inference_mode():
+                embeddings[torch.from_numpy(encoded).to(self.device)] = self.model.encode(clouds)
+        return embeddings
+
+    def classify(self, points: np.ndarray, boxes: Boxes) -> list[ObjectResult]:
+        """One result per box, in box order."""
+        points = _as_points(points)
+        index_lists = self.crop(points, boxes)
+        counts = [len(i) for i in index_lists]
+        predictions = self.classifier.classify(self.encode_crops(points, boxes, index_lists), counts)
+        return [ObjectResult(n, p) for n, p in zip(counts, predictions)]
+
+    @classmethod
+    def from_config(cls, checkpoint: str | Path | None = None, *, encoder: str = "tiny",
+                    text_tower: dict[str, Any] | TextTower | None = None,
+                    prompts: PromptSet | str | Path | list[str] | None = None, device: str | torch.device = "cpu",
+                    seed: int = 0, cache_dir: str | Path | None = None, allow_network: bool = False,
+                    **options: Any) -> ObjectClassifier:
+        """Build the point model, text tower and text bank from settings.
+
+        No ``checkpoint``: a random-init (seeded) encoder of the named preset whose projection
+        matches the text tower (MiniLM unless ``text_tower`` says otherwise), with an
+        :class:`UntrainedModelWarning`. With one: its encoder, and the text tower its metadata
+        names (a BlendCLIP release file also holds the OpenCLIP weights it was trained with).
+        ``prompts``: a prompt set, a YAML path or set name (default ``nuscenes``), or labels.
+        ``options`` go to :class:`ObjectClassifier` (max_points, min_points, margin, ...).
+        """
+        dev = resolve_device(device)
+        if checkpoint is None:
+            tower = _tower(text_tower, None, dev, allow_network)
+            config = dataclasses.replace(PointBertConfig.named(encoder), embed_dim=tower.dim)
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(int(seed))
+                model = BlendClipPointModel(config)
+            warnings.warn(f"no checkpoint: the '{encoder}' point encoder is random-initialised (seed {seed}); "
+                          "its predictions are meaningless until trained weights are loaded",
+                          UntrainedModelWarning, stacklevel=2)
+        else:
+            loaded = load_checkpoint(checkpoint, device=dev)
+            model = loaded.model
+            spec = loaded.text_tower
+            if text_tower is None and loaded.format == RELEASE:
+                text_tower = OpenClipTextTower(str(spec.get("model", "ViT-B-16")), weights=checkpoint, device=dev)
+            elif text_tower is None and spec is None:
+                raise ConfigError(f"text_tower: checkpoint {checkpoint} ({loaded.format}) names no text tower; "
+                                  "pass one")
+            tower = _tower(text_tower, spec, dev, allow_network)
+        bank = build_text_bank(tower, _prompt_set(prompts), cache_dir)
+        return cls(model, bank, device=dev, **options)
+
+
+def _tower(given: dict[str, Any] | TextTower | None, spec: dict[str, Any] | None, device: torch.device,
+           allow_network: bool) -> TextTower:
+    if given is not None and not isinstance(given, dict):
+        return given
+    return make_text_tower(given if given is not None else spec, device, allow_network=allow_network)
+
+
+def _prompt_set(prompts: PromptSet | str | Path | list[str] | None) -> PromptSet:
+    if isinstance(prompts, PromptSet):
+        return prompts
+    if isinstance(prompts, (list, tuple)):
+        return PromptSet.from_labels(list(prompts))
+    return load_prompt_set(DEFAULT_PROMPTS if prompts is None else prompts)
+
+
+def _as_points(points: Any) -> np.ndarray:
+    array = np.asarray(points)
+    if array.ndim != 2 or array.shape[1] < 3:
+        raise PointCloudError(f"points: expected shape (N, >=3), got {array.shape}")
+    if not np.issubdtype(array.dtype, np.floating):
+        raise PointCloudError(f"points: expected a floating dtype, got {array.dtype}")
+    return array
