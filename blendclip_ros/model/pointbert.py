@@ -56,9 +56,22 @@ class MiniPointNet(nn.Module):
         return torch.cat([self._encode(part) for part in groups.split(per_chunk)], 0)
 
     def _encode(self, groups: Tensor) -> Tensor:
-        local = self.first_conv(groups.transpose(1, 2))
-        pooled = local.amax(2, keepdim=True).expand_as(local)
-        return self.second_conv(torch.cat([pooled, local], 1)).amax(2)
+        count, size, _ = groups.shape
+        local = _pointwise(self.first_conv, groups.reshape(count * size, 3)).reshape(count, size, -1)
+        pooled = local.amax(1, keepdim=True).expand_as(local)
+        features = _pointwise(self.second_conv, torch.cat([pooled, local], -1).flatten(0, 1))
+        return features.reshape(count, size, -1).amax(1)
+
+
+def _pointwise(layers: nn.Sequential, x: Tensor) -> Tensor:
+    """Kernel-1 conv, BatchNorm, ReLU, kernel-1 conv on channels-last rows ``(P, C)``.
+
+    Same maths as running the Conv1d stack on ``(G, C, M)`` (BatchNorm1d normalises per channel
+    over all points either way), but as plain matrix products.
+    """
+    conv_in, norm, act, conv_out = layers
+    x = F.linear(x, conv_in.weight.squeeze(-1), conv_in.bias)
+    return F.linear(act(norm(x)), conv_out.weight.squeeze(-1), conv_out.bias)
 
 
 class DropPath(nn.Module):

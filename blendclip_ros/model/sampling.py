@@ -118,15 +118,14 @@ def group_points(points: Tensor, lengths: Tensor, counts: Tensor, group_size: in
     ``valid (B, K)`` with K = max counts; invalid slots hold zeros.
     """
     batch = points.shape[0]
-    xyz = points[..., :3]
-    centre_idx = farthest_point_sample(xyz, lengths, counts, random_start=random_start,
+    centre_idx = farthest_point_sample(points, lengths, counts, random_start=random_start,
                                        generator=generator)
     valid = torch.arange(centre_idx.shape[1], device=points.device) < counts[:, None]
-    centres = xyz.gather(1, centre_idx[..., None].expand(-1, -1, 3))
+    centres = points.gather(1, centre_idx[..., None].expand(-1, -1, 3))
     centres = centres.masked_fill(~valid[..., None], 0.0)
-    idx = knn_indices(xyz, lengths, centres, group_size)
+    idx = knn_indices(points, lengths, centres, group_size)
     k = idx.shape[1]
-    neighbours = xyz.gather(1, idx.reshape(batch, k * group_size, 1).expand(-1, -1, 3))
+    neighbours = points.gather(1, idx.reshape(batch, k * group_size, 1).expand(-1, -1, 3))
     neighbours = neighbours.reshape(batch, k, group_size, 3) - centres[:, :, None, :]
     neighbours = neighbours.masked_fill(~valid[..., None, None], 0.0)
     return neighbours, centres, valid
