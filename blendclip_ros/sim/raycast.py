@@ -87,23 +87,23 @@ def _inverse(dirs: np.ndarray) -> np.ndarray:
     return 1.0 / safe
 
 
-def _cross(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return np.stack([a[..., 1] * b[..., 2] - a[..., 2] * b[..., 1],
-                     a[..., 2] * b[..., 0] - a[..., 0] * b[..., 2],
-                     a[..., 0] * b[..., 1] - a[..., 1] * b[..., 0]], axis=-1)
-
-
 def moller_trumbore(o: np.ndarray, d: np.ndarray, v0: np.ndarray, e1: np.ndarray, e2: np.ndarray) -> np.ndarray:
-    """Hit distance of rays ``o, d`` (broadcast against) triangles ``v0, e1, e2``; inf where missed."""
-    p = _cross(d, e2)
-    det = (e1 * p).sum(-1)
+    """Hit distance of rays ``o, d`` (broadcast against) triangles ``v0, e1, e2``; inf where missed.
+
+    Written per component (no stacked cross products) to keep temporaries small.
+    """
+    dx, dy, dz = d[..., 0], d[..., 1], d[..., 2]
+    ax, ay, az = e1[..., 0], e1[..., 1], e1[..., 2]
+    bx, by, bz = e2[..., 0], e2[..., 1], e2[..., 2]
+    px, py, pz = dy * bz - dz * by, dz * bx - dx * bz, dx * by - dy * bx  # d x e2
+    det = ax * px + ay * py + az * pz
     ok = np.abs(det) > _EPS
-    inv = np.where(ok, 1.0 / np.where(ok, det, 1.0), 0.0)
-    s = o - v0
-    u = (s * p).sum(-1) * inv
-    q = _cross(s, e1)
-    v = (d * q).sum(-1) * inv
-    t = (e2 * q).sum(-1) * inv
+    inv = 1.0 / np.where(ok, det, 1.0)
+    sx, sy, sz = o[..., 0] - v0[..., 0], o[..., 1] - v0[..., 1], o[..., 2] - v0[..., 2]
+    u = (sx * px + sy * py + sz * pz) * inv
+    qx, qy, qz = sy * az - sz * ay, sz * ax - sx * az, sx * ay - sy * ax  # s x e1
+    v = (dx * qx + dy * qy + dz * qz) * inv
+    t = (bx * qx + by * qy + bz * qz) * inv
     hit = ok & (u >= 0) & (v >= 0) & (u + v <= 1) & (t > _EPS)
     return np.where(hit, t, np.inf)
 
