@@ -210,6 +210,18 @@ def test_embedding_does_not_depend_on_the_batch(tiny_model):
     assert (alone[0] - alone[1]).abs().max() > 1e-3  # different clouds, different embeddings
 
 
+@settings(max_examples=8, deadline=None)
+@given(st.lists(st.integers(1, 700), min_size=1, max_size=5), st.integers(0, 2**16))
+def test_any_batch_gives_each_cloud_its_own_embedding(tiny_model, sizes, seed):
+    clouds = [_cloud(n, seed + i) for i, n in enumerate(sizes)]
+    with torch.inference_mode():
+        together = tiny_model.encode(clouds)
+        alone = torch.cat([tiny_model.encode([c]) for c in clouds])
+        reference = tiny_model.encode_padded_reference(clouds)
+    torch.testing.assert_close(together, alone, atol=1e-5, rtol=0)
+    torch.testing.assert_close(together, reference, atol=1e-5, rtol=0)
+
+
 def test_packed_path_equals_the_blendclip_padded_reference(tiny_model):
     clouds = [_cloud(n, 200 + n) for n in SIZES]
     with torch.inference_mode():
