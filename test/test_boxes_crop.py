@@ -236,6 +236,14 @@ def test_empty_inputs_and_bad_point_shapes():
         points_in_boxes_torch(torch.zeros(5), boxes)
 
 
+def test_identical_boxes_followed_by_a_box_without_candidates():
+    """Per-box bookkeeping when trailing boxes have no candidate points (found by hypothesis)."""
+    points = np.ones((2, 4), dtype=np.float32)
+    boxes = Boxes.from_quaternions([[1, 1, 1]] * 5 + [[-3, 1, 1]], np.ones((6, 3)), [[0, 0, 0, 1]] * 6)
+    got = points_in_boxes(points, boxes)
+    assert [r.tolist() for r in got] == [[0, 1]] * 5 + [[]]
+
+
 def test_small_candidate_chunks_give_the_same_result(monkeypatch, nuscenes_frame):
     """Grouping boxes into many bounded chunks changes nothing (the memory bound path)."""
     boxes = Boxes.from_mmdet3d(nuscenes_frame.boxes)

@@ -23,8 +23,8 @@ if TYPE_CHECKING:
     import torch
 
 _MAX_CELLS_PER_AXIS = 254  # plus two border cells: (254 + 2)^2 ids fit in uint16
-_CELL_PER_FOOTPRINT = 0.25  # grid cell edge / median box footprint edge
-_CANDIDATE_CHUNK = 1 << 20  # candidate (point, box) pairs tested per vectorised step
+_CELL_PER_FOOTPRINT = 0.125  # grid cell edge / median box footprint edge
+_CANDIDATE_CHUNK = 1 << 18  # candidate (point, box) pairs tested per vectorised step (~40 MB)
 _DENSE_CHUNK_ELEMENTS = 1 << 21  # points x boxes per step of the on-device torch kernel
 
 
@@ -59,7 +59,7 @@ def points_in_boxes(points: Any, boxes: Boxes, margin: float = 0.0) -> list[np.n
     the CPU); columns 0..2 are x, y, z. ``margin`` (metres) grows every face of every box
     (negative shrinks it). Returns one ascending int64 index array per box, in box order.
     Memory stays bounded: the grid is fixed-size and candidate (point, box) pairs are
-    tested in groups of boxes holding about a million pairs (plus at most one box's worth).
+    tested in groups of boxes holding about 260k pairs (plus at most one box's worth).
     """
     xyz = _xyz(points)
     result = _empty_result(len(boxes))
@@ -67,64 +67,83 @@ def points_in_boxes(points: Any, boxes: Boxes, margin: float = 0.0) -> list[np.n
     if len(active) == 0 or len(xyz) == 0:
         return result
     centers = boxes.centers[active]
-    # Exact axis-aligned half extents of each rotated box, padded so that rounding in the
-    # bucketing can never drop a point that the exact test below keeps.
-    reach = np.einsum("mij,mj->mi", np.abs(rotations), half)
-    reach += 1e-6 * (1.0 + np.abs(centers) + reach)
-    grid = _PointGrid(xyz[:, :2], centers[:, :2] - reach[:, :2], centers[:, :2] + reach[:, :2])
+    grid = _PointGrid(xyz[:, :2], centers, rotations, half)
     # Per-box parameters as rows (struct of arrays keeps every step below contiguous):
     # 0..8 = R^T row-major (row k = box axis k), 9..11 = centre, 12..14 = half extents.
     params = np.concatenate(
         [rotations.transpose(0, 2, 1).reshape(-1, 9), centers, half], axis=1
     ).T.copy()
-    count = np.int64(len(xyz))
-    inside_keys = []
-    for first, box_ids, point_ids, per_box in grid.candidate_groups(_CANDIDATE_CHUNK):
+    columns = np.ascontiguousarray(xyz.T)
+    for first, point_ids, per_box in grid.candidate_groups(_CANDIDATE_CHUNK):
+        if len(point_ids) == 0:
+            continue
         box_params = np.repeat(params[:, first : first + len(per_box)], per_box, axis=1)
         with np.errstate(invalid="ignore", over="ignore"):
-            offset = [xyz[:, k][point_ids] - box_params[9 + k] for k in range(3)]
+            offset = columns[:, point_ids] - box_params[9:12]
             inside = np.ones(len(point_ids), dtype=bool)
             for k in range(3):
                 row = box_params[3 * k : 3 * k + 3]
                 local = offset[0] * row[0] + offset[1] * row[1] + offset[2] * row[2]
                 inside &= np.abs(local, out=local) <= box_params[12 + k]
-        inside_keys.append(box_ids[inside] * count + point_ids[inside])
-    keys = np.sort(np.concatenate(inside_keys))
-    box_of_key = keys // count
-    bounds = np.searchsorted(box_of_key, np.arange(len(active) + 1))
-    point_of_key = keys - box_of_key * count
-    for slot, box_index in enumerate(active):
-        result[box_index] = point_of_key[bounds[slot] : bounds[slot + 1]]
+        kept = point_ids[inside]
+        # kept[ends[j] : ends[j + 1]] are box (first + j)'s points.
+        ends = np.concatenate([[0], np.cumsum(inside, dtype=np.int64)])[np.cumsum(per_box)]
+        for j, (begin, end) in enumerate(zip(np.concatenate([[0], ends[:-1]]), ends)):
+            # A box's candidates come as ascending runs (one per grid cell): timsort merges them.
+            result[active[first + j]] = np.sort(kept[begin:end], kind="stable")
     return result
 
 
 class _PointGrid:
     """Points bucketed into a coarse 2D grid over the union of the box footprints.
 
-    At most 254 x 254 interior cells a quarter of the median footprint wide; points outside the
-    grid (or non-finite) go to border cells that no box queries. The bucketing is a stable
-    argsort of 16-bit cell ids, which numpy performs as a linear-time radix sort.
+    At most 254 x 254 interior cells, an eighth of the median footprint wide; points outside
+    the grid (or non-finite) go to border cells that no box queries. The bucketing is a
+    stable argsort of 16-bit cell ids, which numpy performs as a linear-time radix sort.
+    Each box queries, per grid column it spans, the run of cells covering its footprint
+    (the xy projection of the box) within that column.
     """
 
-    def __init__(self, xy: np.ndarray, low: np.ndarray, high: np.ndarray) -> None:
+    def __init__(
+        self, xy: np.ndarray, centers: np.ndarray, rotations: np.ndarray, half: np.ndarray
+    ) -> None:
+        # Exact axis-aligned half extents of each rotated box, and a padding that keeps
+        # rounding in the bucketing from ever dropping a point that the exact test keeps.
+        reach = np.einsum("mij,mj->mi", np.abs(rotations), half)
+        pad = 1e-6 * (1.0 + np.abs(centers).max(axis=1) + reach.max(axis=1))
+        low = centers[:, :2] - reach[:, :2] - pad[:, None]
+        high = centers[:, :2] + reach[:, :2] + pad[:, None]
         origin = low.min(axis=0)
         span = high.max(axis=0) - origin
-        size = max(_CELL_PER_FOOTPRINT * float(np.median(high - low)), float(span.max()) / _MAX_CELLS_PER_AXIS, 1e-3)
-        cells = np.minimum(np.floor(span / size).astype(np.int64) + 1, _MAX_CELLS_PER_AXIS)
+        size = max(
+            _CELL_PER_FOOTPRINT * float(np.median(high - low)),
+            float(span.max()) / (_MAX_CELLS_PER_AXIS - 1) * (1.0 + 1e-9),  # floor(span/size)+1 fits
+            1e-3,
+        )
+        cells = np.floor(span / size).astype(np.int64) + 1
         stride = int(cells[1]) + 2
         column = [self._cell_coordinate(xy[:, k], origin[k], size, int(cells[k])) for k in (0, 1)]
         cell_id = (column[0] * stride + column[1]).astype(np.uint16)
-        self.order = np.argsort(cell_id, kind="stable")
+        self.order = np.argsort(cell_id, kind="stable")  # radix sort for 16-bit keys
         starts = np.zeros(stride * (int(cells[0]) + 2) + 1, dtype=np.int64)
         np.cumsum(np.bincount(cell_id, minlength=len(starts) - 1), out=starts[1:])
-        # One run of consecutive cells (a grid row) per box and footprint column.
+
         first = np.clip(np.floor((low - origin) / size).astype(np.int64) + 1, 1, cells)
         last = np.clip(np.floor((high - origin) / size).astype(np.int64) + 1, 1, cells)
         rows_per_box = last[:, 0] - first[:, 0] + 1
         self.run_box = np.repeat(np.arange(len(low)), rows_per_box)
         row_x = first[self.run_box, 0] + _ramp(rows_per_box)
-        self.run_start = starts[row_x * stride + first[self.run_box, 1]]
-        self.run_length = starts[row_x * stride + last[self.run_box, 1] + 1] - self.run_start
+        strip_low = origin[0] + (row_x - 1) * size - pad[self.run_box]
+        strip_high = origin[0] + row_x * size + pad[self.run_box]
+        y_low, y_high = _footprint_y_range(
+            centers[:, :2], rotations[:, :2, :], half, self.run_box, strip_low, strip_high
+        )
+        y_first = np.floor((y_low - pad[self.run_box] - origin[1]) / size).astype(np.int64) + 1
+        y_last = np.floor((y_high + pad[self.run_box] - origin[1]) / size).astype(np.int64) + 1
+        y_first = np.maximum(y_first, first[self.run_box, 1])
+        y_last = np.maximum(np.minimum(y_last, last[self.run_box, 1]), y_first - 1)
+        self.run_start = starts[row_x * stride + y_first]
+        self.run_length = starts[row_x * stride + y_last + 1] - self.run_start
         self.box_count = len(low)
 
     @staticmethod
@@ -138,10 +157,11 @@ class _PointGrid:
         return np.clip(index, 0, cells + 1, out=index)
 
     def candidate_groups(self, chunk: int):
-        """Yield ``(first_box, box_ids, point_ids, pairs_per_box)`` for consecutive box groups.
+        """Yield ``(first_box, point_ids, pairs_per_box)`` for consecutive groups of boxes.
 
-        ``box_ids``/``point_ids`` are the candidate pairs of boxes ``first_box ...``, grouped
-        by box; a group holds about ``chunk`` pairs, plus at most one box's worth.
+        ``point_ids`` are the candidate points of boxes ``first_box, first_box + 1, ...``,
+        concatenated in box order (``pairs_per_box`` each); a group holds about ``chunk``
+        pairs, plus at most one box's worth.
         """
         per_box = np.bincount(self.run_box, weights=self.run_length, minlength=self.box_count)
         before = np.cumsum(per_box) - per_box
@@ -152,9 +172,46 @@ class _PointGrid:
             box_bounds[:-1], box_bounds[1:], run_bounds[:-1], run_bounds[1:]
         ):
             lengths = self.run_length[begin:end]
-            box_ids = np.repeat(self.run_box[begin:end], lengths)
             point_ids = self.order[np.repeat(self.run_start[begin:end], lengths) + _ramp(lengths)]
-            yield first_box, box_ids, point_ids, per_box[first_box:end_box].astype(np.int64)
+            yield first_box, point_ids, per_box[first_box:end_box].astype(np.int64)
+
+
+# The 12 edges of a box as pairs of corner numbers; corner bit k set = +half along axis k.
+_EDGES = np.array([(c, c | 1 << k) for k in range(3) for c in range(8) if not c >> k & 1])
+_CORNER_SIGNS = np.array([[1.0 if c >> k & 1 else -1.0 for k in range(3)] for c in range(8)])
+
+
+def _footprint_y_range(
+    centers_xy: np.ndarray,
+    rotations_xy: np.ndarray,
+    half: np.ndarray,
+    run_box: np.ndarray,
+    strip_low: np.ndarray,
+    strip_high: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """y extent of each box's xy projection within the strip ``strip_low <= x <= strip_high``.
+
+    The projection is the convex hull of the 8 projected corners, whose edges are among the
+    12 projected box edges; so the extent is the min/max of y over all edges clipped to the
+    strip. Empty strips give ``(+inf, -inf)``.
+    """
+    corners = centers_xy[:, None, :] + np.einsum("mij,cj,mj->mci", rotations_xy, _CORNER_SIGNS, half)
+    start = corners[run_box][:, _EDGES[:, 0]]  # (R, 12, 2)
+    delta = corners[run_box][:, _EDGES[:, 1]] - start
+    low, high = strip_low[:, None], strip_high[:, None]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t_a = (low - start[..., 0]) / delta[..., 0]
+        t_b = (high - start[..., 0]) / delta[..., 0]
+    vertical = delta[..., 0] == 0
+    inside_strip = (low <= start[..., 0]) & (start[..., 0] <= high)
+    t_min = np.where(vertical, np.where(inside_strip, 0.0, 1.0), np.maximum(np.minimum(t_a, t_b), 0.0))
+    t_max = np.where(vertical, np.where(inside_strip, 1.0, 0.0), np.minimum(np.maximum(t_a, t_b), 1.0))
+    hit = t_min <= t_max
+    y_one = start[..., 1] + t_min * delta[..., 1]
+    y_two = start[..., 1] + t_max * delta[..., 1]
+    y_low = np.where(hit, np.minimum(y_one, y_two), np.inf).min(axis=1)
+    y_high = np.where(hit, np.maximum(y_one, y_two), -np.inf).max(axis=1)
+    return y_low, y_high
 
 
 def _ramp(lengths: np.ndarray) -> np.ndarray:
