@@ -123,6 +123,7 @@ class ObjectClassifier:
         ``prompts``: a prompt set, a YAML path or set name (default ``nuscenes``), or labels.
         ``options`` go to :class:`ObjectClassifier` (max_points, min_points, margin, ...).
         """
+        prompt_set = _prompt_set(prompts)  # validate user input before building anything heavy
         dev = resolve_device(device)
         if checkpoint is None:
             tower = _tower(text_tower, None, dev, allow_network)
@@ -143,7 +144,7 @@ class ObjectClassifier:
                 raise ConfigError(f"text_tower: checkpoint {checkpoint} ({loaded.format}) names no text tower; "
                                   "pass one")
             tower = _tower(text_tower, spec, dev, allow_network)
-        bank = build_text_bank(tower, _prompt_set(prompts), cache_dir)
+        bank = build_text_bank(tower, prompt_set, cache_dir)
         return cls(model, bank, device=dev, **options)
 
 
