@@ -179,28 +179,17 @@ class PointBertEncoder(nn.Module):
         """Features ``(B, 2 * width)`` of ``(N_i, 3)`` clouds on the module's device.
 
         FPS starts at point 0 in eval mode and at a random point (``generator``) in training.
+        In training, BatchNorm statistics cover real patches only (the release also counts its
+        zero padding patches).
         """
         config = self.config
         clouds = as_cloud_list(clouds, config.max_points, self.cls_token)
         if not clouds:
             return self.cls_token.new_zeros(0, config.feature_dim)
-        device = self.cls_token.device
         lengths = torch.tensor([c.shape[0] for c in clouds], dtype=torch.long)
         counts = group_counts(lengths, config.group_size, config.max_groups)
-        patches, centres, owners, slots = [], [], [], []
-        for members in bucket_by_size(lengths):
-            points, member_lengths = pad_clouds([clouds[i] for i in members.tolist()])
-            neighbours, centre, valid = group_points(
-                points, member_lengths, counts[members].to(device), config.group_size,
-                random_start=self.training, generator=generator)
-            patches.append(neighbours[valid])
-            centres.append(centre[valid])
-            owners.append(members.to(device)[:, None].expand_as(valid)[valid])
-            slots.append(torch.arange(valid.shape[1], device=device).expand_as(valid)[valid])
-        tokens = self.reduce_dim(self.encoder(torch.cat(patches)))
-        positions = self.pos_embed(torch.cat(centres))
-        owner, slot = torch.cat(owners), torch.cat(slots)
-
+        tokens, positions, owner, slot = self._patch_tokens(clouds, lengths, counts, generator)
+        device = tokens.device
         features = tokens.new_empty(len(clouds), config.feature_dim)
         row_of = torch.full((len(clouds),), -1, dtype=torch.long, device=device)
         for members in bucket_by_size(counts + 1):
@@ -218,6 +207,26 @@ class PointBertEncoder(nn.Module):
             features[members] = self._transform(x, pos, valid)
             row_of[members] = -1
         return features
+
+    def _patch_tokens(self, clouds: list[Tensor], lengths: Tensor, counts: Tensor,
+                      generator: torch.Generator | None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Tokens and positional embeddings of every real patch, with owning cloud and slot.
+
+        Clouds are grouped in buckets of similar point counts so FPS and kNN pad little.
+        """
+        device = self.cls_token.device
+        patches, centres, owners, slots = [], [], [], []
+        for members in bucket_by_size(lengths):
+            points, member_lengths = pad_clouds([clouds[i] for i in members.tolist()])
+            neighbours, centre, valid = group_points(
+                points, member_lengths, counts[members].to(device), self.config.group_size,
+                random_start=self.training, generator=generator)
+            patches.append(neighbours[valid])
+            centres.append(centre[valid])
+            owners.append(members.to(device)[:, None].expand_as(valid)[valid])
+            slots.append(torch.arange(valid.shape[1], device=device).expand_as(valid)[valid])
+        tokens = self.reduce_dim(self.encoder(torch.cat(patches)))
+        return tokens, self.pos_embed(torch.cat(centres)), torch.cat(owners), torch.cat(slots)
 
     def forward_padded(self, points: Tensor) -> Tensor:
         """BlendCLIP layout: ``(B, max_points, 3)`` with real rows first and +inf padding rows.
