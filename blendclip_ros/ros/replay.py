@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import queue
 import signal
 import struct
 import sys
@@ -37,6 +38,7 @@ SENSOR_TYPES = frozenset({
 })
 QOS_PROFILES = ("auto", "sensor", "reliable")
 RELIABLE_DEPTH = 10
+ACK_TIMEOUT_S = 1.0  # at the end, wait this long at most for reliable subscribers' acknowledgements
 _SINGLE_STAMP_LOOP_GAP_NS = 10**9
 
 
@@ -46,7 +48,8 @@ class BagError(BlendClipError, ValueError):
 
 @dataclass(frozen=True)
 class ReplayResult:
-    """What a replay did: messages published, passes started, wall time, worst lateness."""
+    """What a replay did: messages published, passes started, wall time from the first message,
+    and the worst lateness of a publish call against its schedule (s)."""
 
     published: int
     passes: int
@@ -136,6 +139,14 @@ class _Publishers:
             if _has_header(cls):
                 self.restampable.add(topic)
 
+    def wait_for_acks(self, timeout_s: float) -> None:
+        """Give reliable subscribers time to acknowledge the last messages before shutting down."""
+        from rclpy.duration import Duration
+
+        deadline = time.monotonic() + timeout_s
+        for publisher in self.publishers.values():
+            publisher.wait_for_all_acked(Duration(nanoseconds=max(0, round((deadline - time.monotonic()) * 1e9))))
+
     def wait_for_subscribers(self, count: int, timeout_s: float, stop: threading.Event) -> None:
         """Block until every publisher has ``count`` subscribers; TimeoutError naming the short ones."""
         deadline = time.monotonic() + timeout_s
@@ -189,41 +200,91 @@ def replay(path: Path | str, *, rate: float = 1.0, loop: bool = False, topics: S
         publishers.wait_for_subscribers(wait_for_subscribers, wait_timeout_s, stop)
         if stop.wait(start_delay_s):
             return ReplayResult(0, 0, 0.0, 0.0)
-        return _play(path, list(selected), publishers, node, rate, loop, restamp_headers, stop)
+        result = _play(path, list(selected), publishers, node, rate, loop, restamp_headers, stop)
+        publishers.wait_for_acks(ACK_TIMEOUT_S)
+        return result
     finally:
         node.destroy_node()
         rclpy.try_shutdown(context=context)
 
 
+_END_OF_PASS = object()
+_PREFETCH = 8  # messages read ahead of the schedule (bounds memory)
+
+
+def _prefetch(path: Path | str, topics: list[str], loop: bool, stop: threading.Event, out: queue.Queue) -> None:
+    """Reader thread: messages, ``_END_OF_PASS`` after each pass, then ``None`` (or the exception)."""
+
+    def put(item: object) -> bool:
+        while not stop.is_set():
+            try:
+                out.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    try:
+        while not stop.is_set():
+            for message in read_bag(path, topics):
+                if not put(message):
+                    return
+            if not put(_END_OF_PASS) or not loop:
+                break
+    except Exception as exc:  # noqa: BLE001 - handed to the playing thread, which raises it
+        put(exc)
+    finally:
+        put(None)
+
+
 def _play(path: Path | str, topics: list[str], publishers: _Publishers, node: object, rate: float,
           loop: bool, restamp_headers: bool, stop: threading.Event) -> ReplayResult:
-    start = time.monotonic()
-    clock_start_ns = node.get_clock().now().nanoseconds
-    first = first_stamp = None
-    pass_offset_ns, published, passes, max_late = 0.0, 0, 0, 0.0
-    while not stop.is_set():
-        passes += 1
-        log_times = set()
-        for message in read_bag(path, topics):
-            first = message.log_time_ns if first is None else first
-            log_times.add(message.log_time_ns)
-            since_first_ns = (message.log_time_ns - first) / rate + pass_offset_ns
-            if stop.wait(max(0.0, start + since_first_ns * 1e-9 - time.monotonic())):
+    """Publish on schedule while a reader thread keeps the next messages ready (re-opening the
+    bag for a new pass takes tens of ms, which would otherwise delay the pass's first message)."""
+    pending: queue.Queue = queue.Queue(maxsize=_PREFETCH)
+    done = threading.Event()
+    reader = threading.Thread(target=_prefetch, args=(path, topics, loop, done, pending), daemon=True)
+    reader.start()
+    start = clock_start_ns = first = first_stamp = None
+    pass_offset_ns, published, passes, max_late, new_pass = 0.0, 0, 0, 0.0, True
+    log_times: set[int] = set()
+    try:
+        while not stop.is_set():
+            try:
+                item = pending.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            if item is None:
                 break
-            cdr = message.cdr
-            if restamp_headers and message.topic in publishers.restampable:
+            if isinstance(item, Exception):
+                raise BagError(f"bag: cannot read {path} ({item})") from item
+            if item is _END_OF_PASS:
+                if not log_times:  # nothing to loop over
+                    break
+                span = max(log_times) - min(log_times)
+                gap = span / (len(log_times) - 1) if len(log_times) > 1 else _SINGLE_STAMP_LOOP_GAP_NS
+                pass_offset_ns += (span + gap) / rate
+                log_times, new_pass = set(), True
+                continue
+            passes, new_pass = passes + new_pass, False
+            if first is None:  # the schedule starts with the first message in hand
+                start, clock_start_ns, first = time.monotonic(), node.get_clock().now().nanoseconds, item.log_time_ns
+            log_times.add(item.log_time_ns)
+            due = start + ((item.log_time_ns - first) / rate + pass_offset_ns) * 1e-9
+            if stop.wait(max(0.0, due - time.monotonic())):
+                break
+            max_late = max(max_late, time.monotonic() - due)
+            cdr = item.cdr
+            if restamp_headers and item.topic in publishers.restampable:
                 recorded = _header_stamp_ns(cdr)
                 first_stamp = recorded if first_stamp is None else first_stamp
-                cdr = restamp(cdr, round(clock_start_ns + pass_offset_ns + (recorded - first_stamp) / rate))
-            publishers.publishers[message.topic].publish(cdr)
+                cdr = restamp(cdr, clock_start_ns + round(pass_offset_ns + (recorded - first_stamp) / rate))
+            publishers.publishers[item.topic].publish(cdr)
             published += 1
-            max_late = max(max_late, time.monotonic() - start - since_first_ns * 1e-9)
-        if not loop or not log_times:
-            break
-        span = max(log_times) - min(log_times)
-        gap = span / (len(log_times) - 1) if len(log_times) > 1 else _SINGLE_STAMP_LOOP_GAP_NS
-        pass_offset_ns += (span + gap) / rate
-    return ReplayResult(published, passes, time.monotonic() - start, max_late)
+    finally:
+        done.set()
+        reader.join()
+    return ReplayResult(published, passes, 0.0 if start is None else time.monotonic() - start, max_late)
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -4,8 +4,9 @@ usage: python bagtool_receiver.py OUT.npz [--cloud-topic T] [--detections-topic 
        [--count N] [--timeout S] [--idle S]
 
 Exits when N messages of each topic arrived, or when nothing arrived for ``--idle`` seconds
-after the first message, or at ``--timeout``. Saves receive times (monotonic, s), header
-stamps, the last cloud's points and the last array's boxes, ids and labels.
+after the first message, or at ``--timeout`` (exit 1 if nothing arrived at all). Saves per
+topic kind (cloud, dets) the receive times (monotonic, s) and header stamps, plus the last
+cloud's points and the last array's boxes, ids and labels.
 """
 
 from __future__ import annotations
@@ -59,18 +60,22 @@ def main() -> int:
             break
     node.destroy_node()
     rclpy.try_shutdown()
-    if not got["cloud"] or not got["dets"]:
-        print(f"received {len(got['cloud'])} clouds and {len(got['dets'])} detection arrays", file=sys.stderr)
+    if not got["cloud"] and not got["dets"]:
+        print("received nothing", file=sys.stderr)
         return 1
-    cloud, dets = got["cloud"][-1][1], detections_to_arrays(got["dets"][-1][1])
-    np.savez(args.out,
-             cloud_times=np.array([t for t, _ in got["cloud"]]), det_times=np.array([t for t, _ in got["dets"]]),
-             cloud_stamps=np.array([_stamp(m) for _, m in got["cloud"]], dtype=np.int64),
-             det_stamps=np.array([_stamp(m) for _, m in got["dets"]], dtype=np.int64),
-             frame_ids=np.array([cloud.header.frame_id, dets.header.frame_id]),
-             points=pointcloud2_to_array(cloud, ("x", "y", "z", "intensity", "ring")),
-             centers=dets.centers, sizes=dets.sizes, quaternions=dets.quaternions, ids=np.array(dets.ids),
-             labels=np.array([d.results[0].hypothesis.class_id for d in got["dets"][-1][1].detections]))
+    saved = {f"{kind}_times": np.array([t for t, _ in got[kind]]) for kind in got}
+    saved.update({f"{kind}_stamps": np.array([_stamp(m) for _, m in got[kind]], dtype=np.int64) for kind in got})
+    if got["cloud"]:
+        cloud = got["cloud"][-1][1]
+        saved.update(cloud_frame_id=cloud.header.frame_id,
+                     points=pointcloud2_to_array(cloud, ("x", "y", "z", "intensity", "ring")))
+    if got["dets"]:
+        msg = got["dets"][-1][1]
+        dets = detections_to_arrays(msg)
+        saved.update(dets_frame_id=msg.header.frame_id, centers=dets.centers, sizes=dets.sizes,
+                     quaternions=dets.quaternions, ids=np.array(dets.ids),
+                     labels=np.array([d.results[0].hypothesis.class_id for d in msg.detections]))
+    np.savez(args.out, **saved)
     return 0
 
 
