@@ -338,3 +338,13 @@ def test_text_bank_validates_shape_and_moves_devices(clip_tower, tmp_path):
     bank = build_text_bank(clip_tower, load_prompt_set("truckscenes"), cache_dir=tmp_path)
     assert bank.dim == 512 and bank.to("cpu").labels == tuple(TRUCKSCENES)
     torch.testing.assert_close(bank.embeddings, encode_prompt_set(clip_tower, load_prompt_set("truckscenes")))
+
+
+def test_batched_and_length_sorted_encoding_keeps_input_order(minilm, clip_tower, monkeypatch):
+    texts = ["a much longer prompt about a construction vehicle.", "bus", "a car.", "the truck here",
+             "x", "a photo of a hard to see traffic cone.", "cone"]
+    expected = (minilm.encode(texts), clip_tower.encode(texts))
+    monkeypatch.setattr(towers, "ENCODE_BATCH", 2)
+    for tower, reference in zip((minilm, clip_tower), expected):
+        torch.testing.assert_close(tower.encode(texts), reference, atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(tower.encode(texts[::-1]), reference.flip(0), atol=1e-5, rtol=1e-4)

@@ -128,11 +128,16 @@ class _LazyTower:
         if not texts:
             return torch.empty(0, self.dim, device=self.device)
         self.load()
+        # Batches of similar length pad less; the result is put back in input order.
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         out = []
         with torch.inference_mode():
-            for i in range(0, len(texts), ENCODE_BATCH):
-                out.append(self._encode_batch(texts[i:i + ENCODE_BATCH]).float())
-        return F.normalize(torch.cat(out), dim=-1)
+            for start in range(0, len(texts), ENCODE_BATCH):
+                batch = [texts[i] for i in order[start:start + ENCODE_BATCH]]
+                out.append(self._encode_batch(batch).float())
+        embeddings = torch.empty(len(texts), self.dim, device=self.device)
+        embeddings[torch.tensor(order, device=self.device)] = torch.cat(out)
+        return F.normalize(embeddings, dim=-1)
 
     def _build(self) -> torch.nn.Module:
         raise NotImplementedError
