@@ -6,9 +6,10 @@ nuScenes devkit's ``points_in_box`` test (``0 <= v.e <= |e|^2`` along each edge 
 written in the box frame. Non-finite points are never inside; invalid boxes (see
 :attr:`Boxes.valid`) and boxes that the margin shrinks to nothing contain no points.
 
-The numpy path buckets the points once into a coarse 2D grid (a linear-time counting sort
-of 16-bit cell ids) spanning the union of the boxes' axis-aligned footprints, then tests
-only the points in the cells that each box's footprint overlaps, all boxes in one batch.
+The numpy path buckets the points once into a coarse 2D grid (a linear-time radix sort of
+16-bit cell ids) spanning the union of the boxes' axis-aligned footprints, then runs the
+exact test, for all boxes in one batch, only on the points of the cells that each box's
+xy footprint overlaps. The torch variant keeps results on the input's device.
 """
 
 from __future__ import annotations
@@ -248,7 +249,7 @@ def _points_in_boxes_dense_torch(
     active, rotations, half = _box_frame(boxes, margin)
     if len(active) == 0 or len(points) == 0:
         return result
-    xyz = points[:, :3].to(torch.float64)
+    xyz = points.detach()[:, :3].to(torch.float64)
     centers_t = torch.from_numpy(boxes.centers[active]).to(device)
     rotations_t = torch.from_numpy(np.ascontiguousarray(rotations)).to(device)
     half_t = torch.from_numpy(half).to(device)

@@ -56,22 +56,28 @@ def rotate_into_box_frame(points: ArrayLike, center: ArrayLike, quaternion: Arra
 def farthest_point_indices(points: ArrayLike, count: int, seed: int | None = None) -> np.ndarray:
     """Indices of ``count`` points chosen by farthest point sampling from a random start.
 
-    Each step keeps every point's squared distance to the chosen set and takes the
-    farthest; ``count`` vectorised passes over the cloud. Expects finite xyz.
+    Each step updates every point's squared distance to the chosen set (float32, on
+    mean-centred contiguous columns) and takes the farthest: ``count`` vectorised passes
+    over the cloud. Expects finite xyz.
     """
     xyz = _xyz64(points)
-    xyz -= xyz.mean(axis=0) if len(xyz) else 0.0  # distances are translation-invariant
     count = min(int(count), len(xyz))
     chosen = np.empty(count, dtype=np.int64)
     if count == 0:
         return chosen
+    x, y, z = np.ascontiguousarray((xyz - xyz.mean(axis=0)).T, dtype=np.float32)
     chosen[0] = np.random.default_rng(seed).integers(len(xyz))
-    nearest = np.full(len(xyz), np.inf)
-    offset = np.empty_like(xyz)
-    distance = np.empty(len(xyz))
+    nearest = np.full(len(xyz), np.inf, dtype=np.float32)
+    distance = np.empty_like(nearest)
+    term = np.empty_like(nearest)
     for step in range(1, count):
-        np.subtract(xyz, xyz[chosen[step - 1]], out=offset)
-        np.einsum("ij,ij->i", offset, offset, out=distance)
+        last = chosen[step - 1]
+        np.subtract(x, x[last], out=distance)
+        np.multiply(distance, distance, out=distance)
+        for axis in (y, z):
+            np.subtract(axis, axis[last], out=term)
+            np.multiply(term, term, out=term)
+            distance += term
         np.minimum(nearest, distance, out=nearest)
         chosen[step] = np.argmax(nearest)
     return chosen
@@ -144,12 +150,14 @@ def preprocess_crops(
     in the batch. The centring and scaling run once over all crops together.
     """
     _check_sampling(max_points, method)
-    xyz_all = _xyz64(points)
+    cloud = np.asarray(points)
+    if cloud.ndim != 2 or cloud.shape[1] < 3:
+        raise ValueError(f"points: expected shape (N, >=3), got {cloud.shape}")
     if rotate_to_box and (boxes is None or len(boxes) != len(index_lists)):
         raise ValueError("boxes: rotate_to_box needs one box per index list")
     crops = []
     for i, indices in enumerate(index_lists):
-        xyz = xyz_all[np.asarray(indices, dtype=np.int64)]
+        xyz = cloud[np.asarray(indices, dtype=np.int64), :3].astype(np.float64)
         xyz = xyz[np.isfinite(xyz).all(axis=1)]
         if rotate_to_box:
             xyz = (xyz - boxes.centers[i]) @ boxes.rotation_matrices[i]
