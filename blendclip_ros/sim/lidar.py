@@ -111,7 +111,7 @@ class Instance:
     object_id: int = -1
 
     @classmethod
-    def from_mesh(cls, mesh: Mesh, object_id: int = -1, leaf_size: int = 16) -> Instance:
+    def from_mesh(cls, mesh: Mesh, object_id: int = -1, leaf_size: int = 8) -> Instance:
         tri = mesh.triangles()
         n = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
         n /= np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-12)
@@ -126,13 +126,15 @@ class Instance:
 @dataclass(frozen=True)
 class SceneHits:
     """Nearest hit per ray: distance (inf = miss), object id (-1 background), world normal, reflectivity;
-    ``own_hits[j]`` counts the rays that would hit instance j if no other object were there."""
+    ``own_hits[j]`` counts the rays that would hit instance j if no other object were there and
+    ``visible_hits[j]`` those whose nearest hit is instance j (so j's visible fraction is their ratio)."""
 
     t: np.ndarray
     object_id: np.ndarray
     normal: np.ndarray
     reflectivity: np.ndarray
     own_hits: np.ndarray
+    visible_hits: np.ndarray
 
 
 def cast_scene(instances: list[Instance], origin: np.ndarray, dirs: np.ndarray,
@@ -147,6 +149,7 @@ def cast_scene(instances: list[Instance], origin: np.ndarray, dirs: np.ndarray,
     origin = np.asarray(origin, dtype=np.float64).reshape(3)
     t = np.full(n, float(max_range))
     oid = np.full(n, -1, dtype=np.int64)
+    which = np.full(n, -1, dtype=np.int64)  # index into instances of the nearest hit
     normal = np.zeros((n, 3))
     refl = np.zeros(n)
     if ground_z is not None:
@@ -154,21 +157,24 @@ def cast_scene(instances: list[Instance], origin: np.ndarray, dirs: np.ndarray,
         tg = np.where(down, (ground_z - origin[2]) / np.where(down, dirs[:, 2], -1.0), np.inf)
         g = (tg > 0) & (tg < t)
         t[g], normal[g], refl[g] = tg[g], (0.0, 0.0, 1.0), GROUND_REFLECTIVITY
-    if instances:
-        centres, radii = [], []
-        for inst in instances:
-            lo, hi = inst.bvh.bounds
-            centres.append(inst.rotation @ ((lo + hi) / 2) + inst.translation)
-            radii.append(np.linalg.norm(hi - lo) / 2)
-        rel = np.asarray(centres) - origin  # (M, 3)
-        radii = np.asarray(radii)
-        proj = dirs @ rel.T  # (R, M) distance along each ray to the closest approach
-        miss2 = (rel * rel).sum(axis=1) - proj**2
-        near = (miss2 <= radii**2) & (proj > -radii) & (proj - radii < t[:, None])
-    t_ground = t.copy()  # nothing stands below the ground, so it bounds every object's own hits
     own = np.zeros(len(instances), dtype=np.int64)
+    if not instances:
+        return SceneHits(np.where(t < max_range, t, np.inf), oid, normal, refl, own, own.copy())
+    centres, radii = [], []
+    for inst in instances:
+        lo, hi = inst.bvh.bounds
+        centres.append(inst.rotation @ ((lo + hi) / 2) + inst.translation)
+        radii.append(np.linalg.norm(hi - lo) / 2)
+    rel = np.asarray(centres) - origin  # (M, 3)
+    radii = np.asarray(radii)[:, None]
+    proj = rel @ dirs.T  # (M, R): distance along each ray to the closest approach
+    near = ((rel * rel).sum(axis=1)[:, None] - proj * proj <= radii * radii) & (proj > -radii) & (proj - radii < t)
+    del proj
+    inst_of, ray_of = np.nonzero(near)  # sorted by instance
+    bounds = np.searchsorted(inst_of, np.arange(len(instances) + 1))
+    t_ground = t.copy()  # nothing stands below the ground, so it bounds every object's own hits
     for j, inst in enumerate(instances):
-        idx = np.flatnonzero(near[:, j])
+        idx = ray_of[bounds[j]:bounds[j + 1]]
         if idx.size == 0:
             continue
         local_o = np.broadcast_to((origin - inst.translation) @ inst.rotation, (idx.size, 3))
@@ -179,10 +185,12 @@ def cast_scene(instances: list[Instance], origin: np.ndarray, dirs: np.ndarray,
             sel, f = idx[m], hits.face[m]
             t[sel] = hits.t[m]
             oid[sel] = inst.object_id
+            which[sel] = j
             normal[sel] = inst.normals[f] @ inst.rotation.T
             refl[sel] = inst.reflectivity[f]
     hit = t < max_range
-    return SceneHits(np.where(hit, t, np.inf), np.where(hit, oid, -1), normal, refl, own)
+    visible = np.bincount(which[hit & (which >= 0)], minlength=len(instances))
+    return SceneHits(np.where(hit, t, np.inf), np.where(hit, oid, -1), normal, refl, own, visible)
 
 
 @dataclass(frozen=True)
@@ -193,6 +201,7 @@ class Sweep:
     object_id: np.ndarray
     n_rays: int
     own_hits: np.ndarray  # per instance: rays that would hit it without occluders (before sensor effects)
+    visible_hits: np.ndarray  # per instance: rays whose nearest hit it is (before sensor effects)
 
 
 class LidarSimulator:
@@ -231,4 +240,4 @@ class LidarSimulator:
         shape = np.where(refl >= RETRO_REFLECTIVE, 0.8 + 0.2 * cos[idx], cos[idx] ** 0.6)
         intensity = np.clip(np.round(255.0 * refl * shape * rng.lognormal(0.0, 0.25, len(idx))), 0, 255)
         points = np.column_stack([xyz, intensity, ring[idx]]).astype(np.float32)
-        return Sweep(points, hits.object_id[idx].astype(np.int32), len(dirs_s), hits.own_hits)
+        return Sweep(points, hits.object_id[idx].astype(np.int32), len(dirs_s), hits.own_hits, hits.visible_hits)

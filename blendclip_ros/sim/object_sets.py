@@ -128,9 +128,8 @@ def lidar_view(obj: SimObject, distance: float, azimuth: float, yaw: float, rng:
     pts = sweep.points
     inside = points_in_box_mask(pts, centre - sensor, obj.size, yaw)
     local = (pts[inside, :3].astype(np.float64) - (centre - sensor)) @ rot_z(yaw)
-    seen = int((sweep.object_id == 0).sum())
     own = int(sweep.own_hits[0])
-    return local.astype(np.float32), (1.0 - seen / own) if own else 1.0
+    return local.astype(np.float32), (1.0 - sweep.visible_hits[0] / own) if own else 1.0
 
 
 def _occluders(rng: np.random.Generator, distance: float, azimuth: float, seed: int) -> list:

@@ -1,9 +1,10 @@
 """Vectorised ray casting against triangle meshes (numpy).
 
-Acceleration is a two-level bounding-volume scheme per mesh: the mesh's box, then clusters of
-``leaf_size`` triangles taken consecutively in Morton (Z-curve) order of their centroids, each with its
-own box. Rays are tested against boxes in bulk (slab test), and only (ray, cluster) pairs that
-overlap go through a batched Möller-Trumbore test. Work is chunked, so memory stays bounded.
+Acceleration is a three-level bounding-volume hierarchy per mesh: the mesh's box; groups of
+``group_size`` clusters; clusters of ``leaf_size`` triangles taken consecutively in Morton (Z-curve)
+order of their centroids. Rays are tested against boxes in bulk (slab test) level by level, and
+only surviving (ray, cluster) pairs go through a batched Möller-Trumbore test. Work is chunked,
+so memory stays bounded.
 """
 
 from __future__ import annotations
@@ -27,13 +28,16 @@ class MeshBVH:
     e1: np.ndarray  # (C*K, 3) edge v1 - v0
     e2: np.ndarray  # (C*K, 3) edge v2 - v0
     face: np.ndarray  # (C*K,) original face index, -1 for padding
-    lo: np.ndarray  # (C, 3) cluster box minimum
-    hi: np.ndarray  # (C, 3) cluster box maximum
+    lo: np.ndarray  # (G*S, 3) cluster box minimum
+    hi: np.ndarray  # (G*S, 3) cluster box maximum
+    group_lo: np.ndarray  # (G, 3) box of each group of S consecutive clusters
+    group_hi: np.ndarray  # (G, 3)
     leaf_size: int
+    group_size: int
 
     @property
     def bounds(self) -> tuple[np.ndarray, np.ndarray]:
-        return self.lo.min(axis=0), self.hi.max(axis=0)
+        return self.group_lo.min(axis=0), self.group_hi.max(axis=0)
 
 
 @dataclass(frozen=True)
@@ -52,10 +56,10 @@ def _spread_bits(x: np.ndarray) -> np.ndarray:
     return x
 
 
-def build_bvh(mesh: Mesh, leaf_size: int = 16) -> MeshBVH:
+def build_bvh(mesh: Mesh, leaf_size: int = 8, group_size: int = 8) -> MeshBVH:
     """Cluster a mesh's triangles for :func:`intersect`."""
-    if leaf_size < 1:
-        raise ConfigError(f"leaf_size: must be >= 1, got {leaf_size}")
+    if leaf_size < 1 or group_size < 1:
+        raise ConfigError(f"leaf_size/group_size: must be >= 1, got {leaf_size}, {group_size}")
     tri = mesh.triangles()
     n = len(tri)
     if n == 0:
@@ -65,21 +69,41 @@ def build_bvh(mesh: Mesh, leaf_size: int = 16) -> MeshBVH:
     q = ((centroid - lo) / np.maximum(hi - lo, 1e-12) * 1023).astype(np.int64)
     code = _spread_bits(q[:, 0]) | (_spread_bits(q[:, 1]) << np.uint64(1)) | (_spread_bits(q[:, 2]) << np.uint64(2))
     order = np.argsort(code, kind="stable")
-    n_clusters = -(-n // leaf_size)
-    pad = n_clusters * leaf_size - n
+    n_groups = -(-n // (leaf_size * group_size))
+    n_clusters = n_groups * group_size
+    pad = n_clusters * leaf_size - n  # zero-area triangles (and point boxes) at the last vertex
     face = np.concatenate([order, np.full(pad, -1, dtype=np.int64)])
     tri = tri[order]
-    tri = np.concatenate([tri, np.repeat(tri[-1:, :1], pad, axis=0).repeat(3, axis=1)])  # zero-area padding
+    tri = np.concatenate([tri, np.repeat(tri[-1:, :1], pad, axis=0).repeat(3, axis=1)])
     grouped = tri.reshape(n_clusters, leaf_size * 3, 3)
-    return MeshBVH(tri[:, 0].copy(), tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0], face,
-                   grouped.min(axis=1), grouped.max(axis=1), leaf_size)
+    lo, hi = grouped.min(axis=1), grouped.max(axis=1)
+    return MeshBVH(tri[:, 0].copy(), tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0], face, lo, hi,
+                   lo.reshape(n_groups, group_size, 3).min(axis=1), hi.reshape(n_groups, group_size, 3).max(axis=1),
+                   leaf_size, group_size)
 
 
 def _slab(origins: np.ndarray, inv_dirs: np.ndarray, lo: np.ndarray, hi: np.ndarray):
-    """Entry/exit distances of rays (..., 3) against boxes (broadcast)."""
-    a = (lo - origins) * inv_dirs
-    b = (hi - origins) * inv_dirs
-    return np.minimum(a, b).max(axis=-1), np.maximum(a, b).min(axis=-1)
+    """Entry/exit distances of rays (..., 3) against boxes (broadcast), per component."""
+    near = far = None
+    for i in range(3):
+        a = (lo[..., i] - origins[..., i]) * inv_dirs[..., i]
+        b = (hi[..., i] - origins[..., i]) * inv_dirs[..., i]
+        lo_i, hi_i = np.minimum(a, b), np.maximum(a, b)
+        near = lo_i if near is None else np.maximum(near, lo_i)
+        far = hi_i if far is None else np.minimum(far, hi_i)
+    return near, far
+
+
+def _overlapping_pairs(rays: np.ndarray, origins: np.ndarray, inv: np.ndarray, t_max: np.ndarray,
+                       lo: np.ndarray, hi: np.ndarray, children: np.ndarray | None = None):
+    """(ray, box) index pairs whose slabs overlap; ``children`` (P, S) restricts each ray to its boxes."""
+    if children is None:
+        near, far = _slab(origins[rays, None], inv[rays, None], lo[None], hi[None])
+        pr, pc = np.nonzero((near <= far) & (far >= 0) & (near < t_max[rays, None]))
+        return rays[pr], pc
+    near, far = _slab(origins[rays, None], inv[rays, None], lo[children], hi[children])
+    pr, pc = np.nonzero((near <= far) & (far >= 0) & (near < t_max[rays, None]))
+    return rays[pr], children[pr, pc]
 
 
 def _inverse(dirs: np.ndarray) -> np.ndarray:
@@ -135,14 +159,20 @@ def intersect(bvh: MeshBVH, origins: np.ndarray, dirs: np.ndarray, t_max: np.nda
     near, far = _slab(origins, inv, lo, hi)
     cand = np.flatnonzero((near <= far) & (far >= 0) & (near < t_max))
     rays_out, t_out, face_out = [], [], []
-    n_clusters, k = len(bvh.lo), bvh.leaf_size
-    ray_chunk = max(1, _PAIR_BUDGET // max(n_clusters, 1) // 2)
+    k, g = bvh.leaf_size, bvh.group_size
+    ray_chunk = max(1, _PAIR_BUDGET // max(len(bvh.group_lo), 1) // 2)
+    group_chunk = max(1, _PAIR_BUDGET // g // 2)
+    pair_chunk = max(1, _PAIR_BUDGET // k)
+    cluster_rays, cluster_ids = [], []
     for start in range(0, len(cand), ray_chunk):
-        idx = cand[start:start + ray_chunk]
-        near, far = _slab(origins[idx, None], inv[idx, None], bvh.lo[None], bvh.hi[None])
-        pr, pc = np.nonzero((near <= far) & (far >= 0) & (near < t_max[idx, None]))
-        pair_ray = idx[pr]
-        pair_chunk = max(1, _PAIR_BUDGET // k)
+        gr, gi = _overlapping_pairs(cand[start:start + ray_chunk], origins, inv, t_max, bvh.group_lo, bvh.group_hi)
+        for p0 in range(0, len(gr), group_chunk):
+            children = gi[p0:p0 + group_chunk, None] * g + np.arange(g)
+            cr, ci = _overlapping_pairs(gr[p0:p0 + group_chunk], origins, inv, t_max, bvh.lo, bvh.hi, children)
+            cluster_rays.append(cr)
+            cluster_ids.append(ci)
+    if cluster_rays:
+        pair_ray, pc = np.concatenate(cluster_rays), np.concatenate(cluster_ids)
         for p0 in range(0, len(pair_ray), pair_chunk):
             r = pair_ray[p0:p0 + pair_chunk]
             tri = pc[p0:p0 + pair_chunk, None] * k + np.arange(k)

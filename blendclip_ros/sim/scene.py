@@ -201,7 +201,8 @@ def simulate_frame(scene: Scene, t: float, pattern: BeamPattern | None = None, s
     near = [j for j, (c, _) in enumerate(poses) if np.linalg.norm(c[:2] - sensor_t[:2]) < sim.pattern.max_range + 20]
     instances = [scene.instances[j].placed(rot_z(poses[j][1]), poses[j][0]) for j in near]
     sweep = sim.scan(instances + scene.statics, ego_r, sensor_t, seed=np.random.default_rng([scene.seed, seed]))
-    own = sweep.own_hits
+    order = np.argsort(sweep.points[:, 0], kind="stable")
+    xs = sweep.points[order, 0]
     annotations = []
     for k, j in enumerate(near):
         centre_w, yaw_w = poses[j]
@@ -209,9 +210,12 @@ def simulate_frame(scene: Scene, t: float, pattern: BeamPattern | None = None, s
             continue
         centre_s = (centre_w - sensor_t) @ ego_r
         yaw_s = yaw_w - float(np.arctan2(ego_r[1, 0], ego_r[0, 0]))
-        n_pts = int(points_in_box_mask(sweep.points, centre_s, scene.actors[j].obj.size, yaw_s).sum())
-        seen = int((sweep.object_id == j).sum())
-        visible = seen / own[k] if own[k] else 0.0
+        size = scene.actors[j].obj.size
+        reach = np.linalg.norm(size) / 2  # only points within this x-range can be inside
+        cand = order[np.searchsorted(xs, centre_s[0] - reach):np.searchsorted(xs, centre_s[0] + reach, side="right")]
+        n_pts = int(points_in_box_mask(sweep.points[cand], centre_s, size, yaw_s).sum())
+        own = sweep.own_hits[k]
+        visible = sweep.visible_hits[k] / own if own else 0.0
         annotations.append(Annotation(scene.actors[j], centre_w, scene.actors[j].obj.size, yaw_w,
                                       scene.actors[j].velocity(scene.road, t), n_pts, min(visible, 1.0)))
     return Frame(t, ego_r, ego_t, sweep.points, sweep.object_id, annotations)
