@@ -7,6 +7,7 @@ The bags are made from the real nuScenes sweep (5 frames at 0.1 s). Timing bound
 from __future__ import annotations
 
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -94,6 +96,55 @@ def test_bag_topics_reads_both_storages(sweep_bag, sqlite_bag, tmp_path):
     (tmp_path / "not_a_bag" / "metadata.yaml").write_text("hello: 1\n")
     with pytest.raises(BagError, match="bag: cannot open"):
         bag_topics(tmp_path / "not_a_bag")
+
+
+HUMBLE_QOS = ("- history: 3\n  depth: 0\n  reliability: 1\n  durability: 2\n  deadline:\n    sec: 9223372036\n"
+              "    nsec: 854775807\n  lifespan:\n    sec: 9223372036\n    nsec: 854775807\n  liveliness: 1\n"
+              "  liveliness_lease_duration:\n    sec: 9223372036\n    nsec: 854775807\n"
+              "  avoid_ros_namespace_conventions: false")
+
+
+def _humble_bag(source: Path, bag: Path) -> None:
+    """Rewrite a bag in the layout 'ros2 bag record' writes on Humble: sqlite3 schema 3 (no
+    message definitions), metadata version 5 with QoS profiles as a YAML string."""
+    messages = list(read_bag(source))
+    topics = list(dict.fromkeys((m.topic, m.msgtype) for m in messages))
+    bag.mkdir()
+    with sqlite3.connect(bag / "humble_0.db3") as db:
+        db.executescript(
+            "CREATE TABLE schema(schema_version INTEGER PRIMARY KEY, ros_distro TEXT NOT NULL);"
+            "INSERT INTO schema VALUES (3, 'humble');"
+            "CREATE TABLE topics(id INTEGER PRIMARY KEY, name TEXT NOT NULL, type TEXT NOT NULL,"
+            " serialization_format TEXT NOT NULL, offered_qos_profiles TEXT NOT NULL);"
+            "CREATE TABLE messages(id INTEGER PRIMARY KEY, topic_id INTEGER NOT NULL,"
+            " timestamp INTEGER NOT NULL, data BLOB NOT NULL);"
+            "CREATE INDEX timestamp_idx ON messages (timestamp ASC);")
+        db.executemany("INSERT INTO topics VALUES (?, ?, ?, 'cdr', ?)",
+                       [(i + 1, t, m, HUMBLE_QOS) for i, (t, m) in enumerate(topics)])
+        ids = {t: i + 1 for i, (t, _) in enumerate(topics)}
+        db.executemany("INSERT INTO messages(topic_id, timestamp, data) VALUES (?, ?, ?)",
+                       [(ids[m.topic], m.log_time_ns, m.cdr) for m in messages])
+    start, end = messages[0].log_time_ns, messages[-1].log_time_ns
+    metadata = {"rosbag2_bagfile_information": {
+        "version": 5, "storage_identifier": "sqlite3", "duration": {"nanoseconds": end - start},
+        "starting_time": {"nanoseconds_since_epoch": start}, "message_count": len(messages),
+        "topics_with_message_count": [
+            {"topic_metadata": {"name": t, "type": m, "serialization_format": "cdr", "offered_qos_profiles": HUMBLE_QOS},
+             "message_count": sum(x.topic == t for x in messages)} for t, m in topics],
+        "compression_format": "", "compression_mode": "", "relative_file_paths": ["humble_0.db3"],
+        "files": [{"path": "humble_0.db3", "starting_time": {"nanoseconds_since_epoch": start},
+                   "duration": {"nanoseconds": end - start}, "message_count": len(messages)}]}}
+    (bag / "metadata.yaml").write_text(yaml.safe_dump(metadata))
+
+
+def test_reads_a_bag_in_the_humble_ros2_bag_record_layout(sweep_bag, tmp_path):
+    bag = tmp_path / "humble"
+    _humble_bag(sweep_bag, bag)
+    assert bag_topics(bag) == bag_topics(sweep_bag)
+    got, want = list(read_bag(bag)), list(read_bag(sweep_bag))
+    assert [(m.topic, m.msgtype, m.log_time_ns, m.cdr) for m in got] == \
+        [(m.topic, m.msgtype, m.log_time_ns, m.cdr) for m in want]
+    assert len(decode(got[1]).detections) == 69
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -253,3 +304,27 @@ def test_wait_for_subscribers_times_out_and_sigint_exits_cleanly(ros_env, sweep_
     _, err = player.communicate(timeout=20)
     assert player.returncode == 0, err
     assert "Traceback" not in err
+
+
+@pytest.mark.ros
+def test_topics_of_uninstalled_types_are_skipped_unless_asked_for(ros_env, tmp_path, sweep_bag):
+    try:
+        import tf2_msgs.msg  # noqa: F401
+        pytest.skip("tf2_msgs is installed here; the test needs a type without a compiled class")
+    except ImportError:
+        pass
+    store, bag = typestore(), tmp_path / "with_tf"
+    tf = store.types["tf2_msgs/msg/TFMessage"](transforms=[])
+    with BagWriter(bag) as writer:
+        for message in read_bag(sweep_bag):
+            writer.write_raw(message.topic, message.msgtype, message.log_time_ns, message.cdr)
+            writer.write_raw("/tf", "tf2_msgs/msg/TFMessage", message.log_time_ns,
+                             bytes(store.serialize_cdr(tf, "tf2_msgs/msg/TFMessage")))
+    player = _replayer(ros_env, str(bag), "--rate", "20")
+    _, err = player.communicate(timeout=30)
+    assert player.returncode == 0, err
+    assert "skipping /tf: type tf2_msgs/msg/TFMessage: no compiled message class" in err
+    assert f"published {2 * FRAMES} messages in 1 pass(es)" in err
+    player = _replayer(ros_env, str(bag), "--topics", "/tf")
+    _, err = player.communicate(timeout=30)
+    assert player.returncode == 2 and err.count("\n") == 1 and "tf2_msgs.msg.TFMessage" in err

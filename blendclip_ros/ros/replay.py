@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import queue
 import signal
 import struct
@@ -40,6 +41,7 @@ QOS_PROFILES = ("auto", "sensor", "reliable")
 RELIABLE_DEPTH = 10
 ACK_TIMEOUT_S = 1.0  # at the end, wait this long at most for reliable subscribers' acknowledgements
 _SINGLE_STAMP_LOOP_GAP_NS = 10**9
+_log = logging.getLogger(__name__)
 
 
 class BagError(BlendClipError, ValueError):
@@ -100,6 +102,22 @@ def message_class(msgtype: str) -> type:
         raise BagError(f"type {msgtype}: no compiled message class {package}.msg.{name} is installed") from exc
 
 
+def _message_classes(topics: Mapping[str, str], explicit: bool) -> dict[str, tuple[str, type]]:
+    """Topic -> (type, class); topics of uninstalled types are skipped with a warning unless
+    they were asked for explicitly (then BagError)."""
+    classes = {}
+    for topic, msgtype in topics.items():
+        try:
+            classes[topic] = (msgtype, message_class(msgtype))
+        except BagError as exc:
+            if explicit:
+                raise
+            _log.warning("skipping %s: %s", topic, exc)
+    if not classes:
+        raise BagError(f"bag: no topic has an installed message type ({sorted(set(topics.values()))})")
+    return classes
+
+
 def qos_profile(msgtype: str, profile: str) -> object:
     """The rclpy QoS profile for ``profile`` (auto resolves by message type, see module doc)."""
     from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
@@ -129,11 +147,10 @@ def _header_stamp_ns(cdr: bytes) -> int:
 class _Publishers:
     """One publisher per replayed topic, under its remapped name."""
 
-    def __init__(self, node: object, topics: Mapping[str, str], remaps: Mapping[str, str],
+    def __init__(self, node: object, classes: Mapping[str, tuple[str, type]], remaps: Mapping[str, str],
                  default_qos: str, topic_qos: Mapping[str, str]) -> None:
         self.publishers, self.restampable = {}, set()
-        for topic, msgtype in topics.items():
-            cls = message_class(msgtype)
+        for topic, (msgtype, cls) in classes.items():
             profile = qos_profile(msgtype, topic_qos.get(topic, default_qos))
             self.publishers[topic] = node.create_publisher(cls, remaps.get(topic, topic), profile)
             if _has_header(cls):
@@ -187,6 +204,7 @@ def replay(path: Path | str, *, rate: float = 1.0, loop: bool = False, topics: S
     missing = sorted(set(topics or ()) - set(available))
     if missing or not selected:
         raise ConfigError(f"topics: {missing or 'none'} not in the bag (it has {sorted(available)})")
+    classes = _message_classes(selected, explicit=topics is not None)
     stop = stop or threading.Event()
 
     import rclpy
@@ -196,11 +214,11 @@ def replay(path: Path | str, *, rate: float = 1.0, loop: bool = False, topics: S
     rclpy.init(args=list(ros_args or ()), context=context)
     node = rclpy.create_node(node_name, context=context)
     try:
-        publishers = _Publishers(node, selected, remaps or {}, qos, topic_qos or {})
+        publishers = _Publishers(node, classes, remaps or {}, qos, topic_qos or {})
         publishers.wait_for_subscribers(wait_for_subscribers, wait_timeout_s, stop)
         if stop.wait(start_delay_s):
             return ReplayResult(0, 0, 0.0, 0.0)
-        result = _play(path, list(selected), publishers, node, rate, loop, restamp_headers, stop)
+        result = _play(path, list(classes), publishers, node, rate, loop, restamp_headers, stop)
         publishers.wait_for_acks(ACK_TIMEOUT_S)
         return result
     finally:
@@ -331,6 +349,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ros_args = argv[argv.index("--ros-args"):] if "--ros-args" in argv else []
     own = argv[:len(argv) - len(ros_args)]
     args = _parser().parse_args([a for a in own if a != "--"] if ros_args else own)
+    logging.basicConfig(format="blendclip-replay: %(message)s", level=logging.INFO)
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
