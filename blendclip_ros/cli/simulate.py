@@ -50,9 +50,10 @@ def _cmd_demo_bag(args: argparse.Namespace) -> None:
 def _cmd_objects(args: argparse.Namespace) -> None:
     from ..sim.object_sets import write_object_sets
 
-    n = 20 if args.quick else args.per_class
+    n = 150 if args.quick else args.per_class
     paths = write_object_sets(args.out, seed=args.seed, n_per_class=n, test_fraction=args.test_fraction,
-                              cad_points=1024 if args.quick else args.cad_points, lidar_views=args.views,
+                              cad_points=1024 if args.quick else args.cad_points,
+                              lidar_views=1 if args.quick else args.views,
                               normal_noise=args.normal_noise, progress=True)
     for (domain, split), path in sorted(paths.items()):
         print(f"{domain:5s} {split:5s} -> {path}")
@@ -152,7 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--views", type=int, default=2, help="LiDAR views per instance (default 2)")
     s.add_argument("--normal-noise", type=float, default=0.0, help="CAD noise along normals, metres")
     s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--quick", action="store_true", help="20 instances per class, 1024 CAD points")
+    s.add_argument("--quick", action="store_true", help="150 instances per class (1,950 objects), 1024 CAD points, 1 LiDAR view")
     s.set_defaults(func=_cmd_objects)
 
     s = sub.add_parser("pictures", help="bird's-eye view and CAD-vs-LiDAR galleries as PNG")
