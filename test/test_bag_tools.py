@@ -360,6 +360,10 @@ def test_unknown_scene_and_existing_output_are_rejected(tmp_path, capsys, nuscen
     (tmp_path / "b").mkdir()
     assert main([str(tmp_path / "b"), "--mmdet3d-info", str(NUSCENES_INFO), "--quiet"]) == 2
     assert "already exists" in capsys.readouterr().err and (tmp_path / "b").is_dir()
+    (tmp_path / "broken" / "v1.0-mini").mkdir(parents=True)  # a table folder without tables
+    assert main([str(tmp_path / "c"), "--dataroot", str(tmp_path / "broken"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "is not a loadable nuScenes dataset (FileNotFoundError" in err and err.count("\n") == 1
 
 
 def test_sweeps_below_one_is_a_config_error(nusc):

@@ -153,6 +153,8 @@ def test_reads_a_bag_in_the_humble_ros2_bag_record_layout(sweep_bag, tmp_path):
     (["{bag}", "--rate", "0"], "rate: must be positive"),
     (["{bag}", "--remap", "/a=/b"], "remap: expected '/from:=/to'"),
     (["{bag}", "--qos", "fast"], "qos: expected one of"),
+    (["{bag}", "--qos", "/points:=sensor"], "qos: ['/points'] not among the replayed topics"),
+    (["{bag}", "--topics", "/detections", "--remap", "/lidar/points:=/p"], "remap: ['/lidar/points'] not among"),
 ])
 def test_bad_input_exits_2_with_one_line(sweep_bag, tmp_path, capsys, argv, message):
     argv = [a.format(bag=sweep_bag, missing=tmp_path / "missing") for a in argv]

@@ -204,6 +204,9 @@ def replay(path: Path | str, *, rate: float = 1.0, loop: bool = False, topics: S
     missing = sorted(set(topics or ()) - set(available))
     if missing or not selected:
         raise ConfigError(f"topics: {missing or 'none'} not in the bag (it has {sorted(available)})")
+    for name, given in (("remap", remaps or {}), ("qos", topic_qos or {})):
+        if unknown := sorted(set(given) - set(selected)):
+            raise ConfigError(f"{name}: {unknown} not among the replayed topics {sorted(selected)}")
     classes = _message_classes(selected, explicit=topics is not None)
     stop = stop or threading.Event()
 
