@@ -91,7 +91,10 @@ def test_len_subset_empty_and_immutability():
 @pytest.mark.parametrize(
     ("kwargs", "field"),
     [
-        ({"centers": np.zeros((2, 2)), "sizes": np.ones((2, 3)), "quaternions": [[0, 0, 0, 1]] * 2}, "centers"),
+        (
+            {"centers": np.zeros((2, 2)), "sizes": np.ones((2, 3)), "quaternions": [[0, 0, 0, 1]] * 2},
+            "centers",
+        ),
         ({"centers": np.zeros((2, 3)), "sizes": np.ones((3, 3)), "quaternions": [[0, 0, 0, 1]] * 2}, "rows"),
         ({"centers": np.zeros((1, 3)), "sizes": [["a", 1, 1]], "quaternions": [[0, 0, 0, 1]]}, "sizes"),
     ],
@@ -244,6 +247,15 @@ def test_identical_boxes_followed_by_a_box_without_candidates():
     assert [r.tolist() for r in got] == [[0, 1]] * 5 + [[]]
 
 
+def test_footprint_ending_on_a_grid_column_boundary():
+    """A padded AABB column that the footprint misses gives an empty run (found by hypothesis)."""
+    boxes = Boxes.from_yaw([[4.25, 4.25, 4.25]], [[7.0, 7.0, 7.0]], [0.0])
+    points = np.array([[0, 0, 0], [7.5, 7.5, 7.5], [7.549, 4, 4], [7.551, 4, 4]], dtype=np.float32)
+    (got,) = points_in_boxes(points, boxes, margin=-0.2)
+    np.testing.assert_array_equal(got, devkit_indices(points, boxes, margin=-0.2)[0])
+    assert got.tolist() == [1, 2]
+
+
 def test_small_candidate_chunks_give_the_same_result(monkeypatch, nuscenes_frame):
     """Grouping boxes into many bounded chunks changes nothing (the memory bound path)."""
     boxes = Boxes.from_mmdet3d(nuscenes_frame.boxes)
@@ -286,7 +298,8 @@ def clouds_and_boxes(draw):
     quats = draw(arrays(np.float64, (m, 4), elements=st.floats(-1, 1)))
     quats[np.linalg.norm(quats, axis=1) < 1e-3] = [0, 0, 0, 1]
     if draw(st.booleans()):  # yaw-only boxes, the common driving case
-        quats = Boxes.from_yaw(centers, sizes, draw(arrays(np.float64, m, elements=st.floats(-4, 4)))).quaternions
+        yaws = draw(arrays(np.float64, m, elements=st.floats(-4, 4)))
+        quats = Boxes.from_yaw(centers, sizes, yaws).quaternions
     margin = draw(st.sampled_from([0.0, 0.0, 0.3, -0.2]))
     return points, Boxes.from_quaternions(centers, sizes, quats), margin
 

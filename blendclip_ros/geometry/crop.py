@@ -139,10 +139,12 @@ class _PointGrid:
         y_low, y_high = _footprint_y_range(
             centers[:, :2], rotations[:, :2, :], half, self.run_box, strip_low, strip_high
         )
+        hit = y_low <= y_high  # a padded AABB column can miss the footprint: empty run
+        y_low, y_high = np.where(hit, y_low, origin[1]), np.where(hit, y_high, origin[1])
         y_first = np.floor((y_low - pad[self.run_box] - origin[1]) / size).astype(np.int64) + 1
         y_last = np.floor((y_high + pad[self.run_box] - origin[1]) / size).astype(np.int64) + 1
-        y_first = np.maximum(y_first, first[self.run_box, 1])
-        y_last = np.maximum(np.minimum(y_last, last[self.run_box, 1]), y_first - 1)
+        y_first = np.clip(y_first, first[self.run_box, 1], last[self.run_box, 1])
+        y_last = np.where(hit, np.clip(y_last, y_first, last[self.run_box, 1]), y_first - 1)
         self.run_start = starts[row_x * stride + y_first]
         self.run_length = starts[row_x * stride + y_last + 1] - self.run_start
         self.box_count = len(low)
