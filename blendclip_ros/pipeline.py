@@ -52,8 +52,12 @@ class ObjectClassifier:
     def __init__(self, model: BlendClipPointModel, bank: TextBank, *, device: str | torch.device = "cpu",
                  max_points: int = 8192, min_points: int = 1, margin: float = 0.0, top_k: int = 3,
                  score_threshold: float = 0.0, rotate_to_box: bool = False,
-                 unknown_label: str = "unknown") -> None:
+                 unknown_label: str = "unknown", tower: TextTower | None = None,
+                 cache_dir: str | Path | None = None, description: str = "") -> None:
         self.device = resolve_device(device)
+        self.tower = tower  # kept to re-encode new prompt sets (set_prompts)
+        self.cache_dir = cache_dir
+        self.description = description or f"point model {model.config.embed_dim}-d + {bank.tower_name}"
         embed_dim = model.config.embed_dim
         if bank.dim != embed_dim:
             raise ConfigError(f"bank: {bank.dim}-d text embeddings ({bank.tower_name}) but the point "
@@ -78,6 +82,35 @@ class ObjectClassifier:
     @property
     def min_points(self) -> int:
         return self.classifier.min_points
+
+    def set_prompts(self, prompt_set: PromptSet) -> None:
+        """Encode a new prompt set with the kept text tower (slow; call off the hot path), then swap."""
+        if self.tower is None:
+            raise ConfigError("prompts: this classifier was built from a bank without a text tower")
+        self.set_bank(build_text_bank(self.tower, prompt_set, self.cache_dir))
+
+    def update(self, *, top_k: int | None = None, score_threshold: float | None = None,
+               min_points: int | None = None, max_points: int | None = None,
+               box_margin: float | None = None) -> None:
+        """Change the live settings; each one takes effect from the next ``classify``."""
+        if max_points is not None:
+            if not 1 <= int(max_points) <= self.model.config.max_points:
+                raise ConfigError(f"max_points: must be in 1..{self.model.config.max_points}, got {max_points!r}")
+            self.max_points = int(max_points)
+        if box_margin is not None:
+            self.margin = float(box_margin)
+        current = self.classifier
+        if top_k is not None or score_threshold is not None or min_points is not None:
+            self.classifier = ZeroShotClassifier(
+                current.bank, current.logit_scale, top_k=current.top_k if top_k is None else top_k,
+                score_threshold=current.score_threshold if score_threshold is None else score_threshold,
+                min_points=current.min_points if min_points is None else min_points,
+                unknown_label=current.unknown_label)
+
+    def release_cached_memory(self) -> None:
+        """Return cached accelerator memory to the driver (no-op on CPU)."""
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
 
     def set_bank(self, bank: TextBank) -> None:
         """Swap the prompt set (atomic; the bank must live in the model's text space)."""
@@ -113,7 +146,7 @@ class ObjectClassifier:
                     text_tower: dict[str, Any] | TextTower | None = None,
                     prompts: PromptSet | str | Path | list[str] | None = None, device: str | torch.device = "cpu",
                     seed: int = 0, cache_dir: str | Path | None = None, allow_network: bool = False,
-                    **options: Any) -> ObjectClassifier:
+                    default_text_tower: dict[str, Any] | None = None, **options: Any) -> ObjectClassifier:
         """Build the point model, text tower and text bank from settings.
 
         No ``checkpoint``: a random-init (seeded) encoder of the named preset whose projection
@@ -121,6 +154,7 @@ class ObjectClassifier:
         :class:`UntrainedModelWarning`. With one: its encoder, and the text tower its metadata
         names (a BlendCLIP release file also holds the OpenCLIP weights it was trained with).
         ``prompts``: a prompt set, a YAML path or set name (default ``nuscenes``), or labels.
+        ``default_text_tower`` is used when a checkpoint names no text tower (ULIP files).
         ``options`` go to :class:`ObjectClassifier` (max_points, min_points, margin, ...).
         """
         prompt_set = _prompt_set(prompts)  # validate user input before building anything heavy
@@ -140,12 +174,16 @@ class ObjectClassifier:
             spec = loaded.text_tower
             if text_tower is None and loaded.format == RELEASE:
                 text_tower = OpenClipTextTower(str(spec.get("model", "ViT-B-16")), weights=checkpoint, device=dev)
+            elif text_tower is None and spec is None and default_text_tower is not None:
+                text_tower = default_text_tower
             elif text_tower is None and spec is None:
                 raise ConfigError(f"text_tower: checkpoint {checkpoint} ({loaded.format}) names no text tower; "
                                   "pass one")
             tower = _tower(text_tower, spec, dev, allow_network)
         bank = build_text_bank(tower, prompt_set, cache_dir)
-        return cls(model, bank, device=dev, **options)
+        source = f"checkpoint {checkpoint}" if checkpoint is not None else f"untrained '{encoder}' encoder (seed {seed})"
+        return cls(model, bank, device=dev, tower=tower, cache_dir=cache_dir,
+                   description=f"BlendCLIP PointBERT, {source}, text tower {tower.name}", **options)
 
 
 def _tower(given: dict[str, Any] | TextTower | None, spec: dict[str, Any] | None, device: torch.device,

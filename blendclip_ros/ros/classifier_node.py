@@ -14,6 +14,7 @@ from __future__ import annotations
 import sys
 import threading
 import time
+import warnings
 from typing import Any
 
 import numpy as np
@@ -134,19 +135,25 @@ class ClassifierNode(Node):
         try:
             values = {spec.name: self._value(spec.name) for spec in SPECS}
             prompt_set = prompt_set_from(values)
-            self.classifier = ObjectClassifier.from_config(
-                checkpoint=values["model.checkpoint"] or None, encoder=values["model.encoder"],
-                seed=int(values["model.seed"]), device=values["model.device"],
-                text_tower={"type": values["text.tower"], "model": values["text.model"],
-                            "weights": values["text.weights"] or None},
-                prompts=prompt_set, cache_dir=values["text.cache_dir"] or None,
-                top_k=int(values["classify.top_k"]), score_threshold=float(values["classify.score_threshold"]),
-                min_points=int(values["classify.min_points"]), max_points=int(values["classify.max_points"]),
-                margin=float(values["classify.box_margin"]))
-        except BlendClipError as exc:
+            checkpoint = values["model.checkpoint"] or None
+            tower = {"type": values["text.tower"], "model": values["text.model"],
+                     "weights": values["text.weights"] or None}
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                self.classifier = ObjectClassifier.from_config(
+                    checkpoint=checkpoint, encoder=values["model.encoder"],
+                    seed=int(values["model.seed"]), device=values["model.device"],
+                    text_tower=None if checkpoint else tower, default_text_tower=tower,
+                    prompts=prompt_set, cache_dir=values["text.cache_dir"] or None,
+                    top_k=int(values["classify.top_k"]), score_threshold=float(values["classify.score_threshold"]),
+                    min_points=int(values["classify.min_points"]), max_points=int(values["classify.max_points"]),
+                    margin=float(values["classify.box_margin"]))
+        except (BlendClipError, OSError, ValueError, RuntimeError) as exc:
             self.get_logger().error(f"configure failed: {exc}")
             self.classifier = None
             return TransitionCallbackReturn.FAILURE
+        for warning in caught:
+            self.get_logger().warn(str(warning.message))
         self.prompt_version = 1
         self._sync = self._make_sync()
         depth = int(self._value("qos.detections.depth"))
@@ -165,7 +172,7 @@ class ClassifierNode(Node):
             self.create_subscription(Detection3DArray, "detections", self._on_detections, depth),
         ]
         self._diag_timer = self.create_timer(float(self._value("diagnostics_period")), self._publish_diagnostics)
-        self.get_logger().info(f"configured: {self.classifier.describe()}")
+        self.get_logger().info(f"configured: {self.classifier.description} on {self.classifier.device}")
         return TransitionCallbackReturn.SUCCESS
 
     def on_activate(self, state: State) -> TransitionCallbackReturn:
@@ -287,7 +294,7 @@ class ClassifierNode(Node):
         self._label_info_pub.publish(label_info(header, self.classifier.labels,
                                                 float(self._value("classify.score_threshold"))))
         location = self._value("prompts.file") or "prompts.labels"
-        self._vision_info_pub.publish(vision_info(header, self.classifier.describe(), location,
+        self._vision_info_pub.publish(vision_info(header, self.classifier.description, location,
                                                   self.prompt_version))
 
     def _header_now(self):
@@ -297,7 +304,7 @@ class ClassifierNode(Node):
 
     def _publish_diagnostics(self) -> None:
         values: dict[str, object] = self.stats.snapshot()
-        values.update({"device": self.classifier.device if self.classifier else "none",
+        values.update({"device": str(self.classifier.device) if self.classifier else "none",
                        "prompt_version": self.prompt_version, "active": self._active})
         if self._sync is not None:
             values.update({f"dropped_{k}": v for k, v in self._sync.dropped.items()})

@@ -116,7 +116,8 @@ def markdown_table() -> str:
     for spec in SPECS:
         limits = f" One of: {', '.join(spec.choices)}." if spec.choices else (
             f" Range {spec.range[0]}–{spec.range[1]}." if spec.range else "")
-        default = spec.default if not isinstance(spec.default, list) else ", ".join(map(str, spec.default))
+        default = ", ".join(map(str, spec.default)) if isinstance(spec.default, list) else spec.default
+        default = "\"\"" if default == "" else default
         rows.append(f"| `{spec.name}` | `{default}` | {'no' if spec.read_only else 'yes'} | "
                     f"{spec.description}{limits} |")
     return "\n".join(rows)
