@@ -64,13 +64,17 @@ def test_classifies_all_69_boxes_in_input_order(scene, nuscenes_frame):
     assert list((folder / "xdg" / "blendclip_ros" / "text").glob("*.safetensors"))  # bank cached
 
 
-def test_inline_labels_top_k_and_min_points(scene, nuscenes_frame):
+# In-process run of main(): the untrained-model warning must be shown, not raised (pytest.ini: error).
+@pytest.mark.filterwarnings("default::blendclip_ros.pipeline.UntrainedModelWarning")
+def test_inline_labels_top_k_and_min_points(scene, nuscenes_frame, capsys, monkeypatch):
     folder, ids, counts = scene
-    result = run_cli(["--points", str(nuscenes_frame.lidar_path), "--point-dims", "5",
-                      "--boxes", str(folder / "boxes.json"), "--labels", "car,truck,pedestrian",
-                      "--top-k", "2", "--min-points", "5", "--device", "cpu"], folder / "xdg")
-    assert result.returncode == 0, result.stderr
-    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    monkeypatch.setenv("XDG_CACHE_HOME", str(folder / "xdg"))
+    assert main(["--points", str(nuscenes_frame.lidar_path), "--point-dims", "5",
+                 "--boxes", str(folder / "boxes.json"), "--labels", "car,truck,pedestrian",
+                 "--top-k", "2", "--min-points", "5", "--device", "cpu"]) == 0
+    captured = capsys.readouterr()
+    assert captured.err.startswith("blendclip-classify: warning: no checkpoint")
+    rows = [json.loads(line) for line in captured.out.splitlines()]
     assert [r["id"] for r in rows] == ids
     for row, n in zip(rows, counts):
         if n < 5:

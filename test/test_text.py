@@ -199,10 +199,17 @@ def test_open_clip_trimmed_encode_equals_the_full_77_token_forward(clip_tower):
     torch.testing.assert_close(clip_tower.encode(texts), full, atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize(("prefix", "suffix"), [("module.open_clip_model.", ".pt"), ("", ".pt"),
-                                                ("text.", ".safetensors")])
-def test_open_clip_loads_weights_from_a_local_file(tmp_path, clip_tower, prefix, suffix):
-    state = {prefix + k: v.clone() for k, v in clip_tower._model.state_dict().items()}
+@pytest.fixture(scope="module")
+def small_clip() -> OpenClipTextTower:
+    """A smaller open_clip text config (width 256, 10 layers) keeps the weight-file tests quick."""
+    tower = OpenClipTextTower("ViT-S-16-alt", weights=None, seed=0)
+    tower.load()
+    return tower
+
+
+@pytest.mark.parametrize(("prefix", "suffix"), [("module.open_clip_model.", ".pt"), ("text.", ".safetensors")])
+def test_open_clip_loads_weights_from_a_local_file(tmp_path, small_clip, prefix, suffix):
+    state = {prefix + k: v.clone() for k, v in small_clip._model.state_dict().items()}
     state[prefix.replace("text.", "") + "visual.proj"] = torch.zeros(2, 2)  # other towers are ignored
     path = tmp_path / f"weights{suffix}"
     if suffix == ".safetensors":
@@ -211,24 +218,25 @@ def test_open_clip_loads_weights_from_a_local_file(tmp_path, clip_tower, prefix,
         save_file(state, str(path))
     else:
         torch.save({"state_dict": state, "epoch": 3}, path)
-    loaded = OpenClipTextTower("ViT-B-16", weights=path, seed=7)
+    loaded = OpenClipTextTower("ViT-S-16-alt", weights=path, seed=7)
     assert loaded.weights_digest == hashlib.sha256(path.read_bytes()).hexdigest()
-    assert path.name in loaded.name
-    texts = ["point cloud of a truck."]
-    torch.testing.assert_close(loaded.encode(texts), clip_tower.encode(texts))
+    assert path.name in loaded.name and loaded.dim == 256
+    texts = ["point cloud of a truck.", "bus"]
+    torch.testing.assert_close(loaded.encode(texts), small_clip.encode(texts))
+    assert (OpenClipTextTower("ViT-S-16-alt", seed=7).encode(texts) - small_clip.encode(texts)).abs().max() > 1e-2
 
 
-def test_open_clip_rejects_unfit_or_unreachable_weights(tmp_path, minilm, clip_tower):
+def test_open_clip_rejects_unfit_or_unreachable_weights(tmp_path, minilm, small_clip):
     with pytest.raises(CheckpointError, match="holds no open_clip text-tower keys"):
         OpenClipTextTower("ViT-B-16", weights=Path(minilm.model_dir) / "model.safetensors").encode(["x"])
-    vit_b16 = tmp_path / "vit_b16.pt"
-    torch.save(clip_tower._model.state_dict(), vit_b16)
-    with pytest.raises(CheckpointError, match="does not fit RN50's text tower"):
-        OpenClipTextTower("RN50", weights=vit_b16).encode(["x"])
+    small = tmp_path / "vit_s16_alt.pt"
+    torch.save(small_clip._model.state_dict(), small)
+    with pytest.raises(CheckpointError, match="does not fit ViT-M-16-alt's text tower"):
+        OpenClipTextTower("ViT-M-16-alt", weights=small).encode(["x"])
     partial = tmp_path / "partial.pt"
-    torch.save({k: v for k, v in clip_tower._model.state_dict().items() if k != "ln_final.bias"}, partial)
+    torch.save({k: v for k, v in small_clip._model.state_dict().items() if k != "ln_final.bias"}, partial)
     with pytest.raises(CheckpointError, match=r"missing \['ln_final.bias'\]"):
-        OpenClipTextTower("ViT-B-16", weights=partial).encode(["x"])
+        OpenClipTextTower("ViT-S-16-alt", weights=partial).encode(["x"])
     garbage = tmp_path / "garbage.pt"
     garbage.write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match="cannot load"):

@@ -15,6 +15,7 @@ normalised mean over templates x (name + synonyms) (see ``text.bank``).
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,8 @@ import yaml
 from ..errors import PromptError
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "config" / "prompts"
+#: Where bare set names are looked up: the source tree, then the installed package's share folder.
+SEARCH_DIRS = (CONFIG_DIR, Path(sys.prefix) / "share" / "blendclip_ros" / "config" / "prompts")
 DEFAULT_TEMPLATES: tuple[str, ...] = ("point cloud of a {}.",)
 _TOP_KEYS = {"name", "description", "templates", "classes"}
 _CLASS_KEYS = {"name", "synonyms"}
@@ -145,10 +148,10 @@ def parse_prompt_set(data: Any, source: str = "<prompt set>") -> PromptSet:
 
 
 def load_prompt_set(path: str | Path) -> PromptSet:
-    """Load a prompt-set YAML; a bare name such as ``"nuscenes"`` resolves in config/prompts/."""
+    """Load a prompt-set YAML; a bare name such as ``"nuscenes"`` resolves in ``SEARCH_DIRS``."""
     p = Path(path)
-    if not p.suffix and not p.exists() and (CONFIG_DIR / f"{p.name}.yaml").is_file():
-        p = CONFIG_DIR / f"{p.name}.yaml"
+    if not p.suffix and not p.exists():
+        p = next((d / f"{p.name}.yaml" for d in SEARCH_DIRS if (d / f"{p.name}.yaml").is_file()), p)
     try:
         text = p.read_text(encoding="utf-8")
     except OSError as exc:
