@@ -31,6 +31,10 @@ setup(
             "blendclip-bag-from-nuscenes = blendclip_ros.ros.bag_from_nuscenes:main",
             "blendclip-replay = blendclip_ros.ros.replay:main",
             "blendclip-simulate = blendclip_ros.cli.simulate:main",
+            "blendclip-train = blendclip_ros.cli.train:main",
+            "blendclip-evaluate = blendclip_ros.cli.evaluate:main",
+            "blendclip-mine = blendclip_ros.cli.mine:main",
+            "blendclip-demo = blendclip_ros.demo:main",
         ],
     },
 )

@@ -153,7 +153,7 @@ class ClassifierNode(Node):
             self.classifier = None
             return TransitionCallbackReturn.FAILURE
         for warning in caught:
-            self.get_logger().warn(str(warning.message))
+            self.get_logger().warning(str(warning.message))
         self.prompt_version = 1
         self._sync = self._make_sync()
         depth = int(self._value("qos.detections.depth"))
@@ -250,7 +250,7 @@ class ClassifierNode(Node):
         if arrays.problems:
             self.stats.drop("invalid_boxes", len(arrays.problems))
             first = min(arrays.problems)
-            self.get_logger().warn(f"{len(arrays.problems)} invalid boxes labelled {UNKNOWN} "
+            self.get_logger().warning(f"{len(arrays.problems)} invalid boxes labelled {UNKNOWN} "
                                    f"(detections[{first}]: {arrays.problems[first]})", throttle_duration_sec=5.0)
         cloud_frame, box_frame = cloud.msg.header.frame_id, out.header.frame_id
         centers, quats = arrays.centers, arrays.quaternions
@@ -266,7 +266,7 @@ class ClassifierNode(Node):
             points = pointcloud2_to_array(cloud.msg)
         except MessageFormatError as exc:
             self.stats.drop("malformed_clouds")
-            self.get_logger().warn(f"malformed cloud, its {len(arrays)} boxes labelled {UNKNOWN}: {exc}",
+            self.get_logger().warning(f"malformed cloud, its {len(arrays)} boxes labelled {UNKNOWN}: {exc}",
                                    throttle_duration_sec=5.0)
             points = np.zeros((0, 3), dtype=np.float32)
         valid = np.flatnonzero(arrays.valid)
