@@ -1,6 +1,9 @@
-"""ZeroShotClassifier: softmax over a prompt set, top-k, unknowns, bank swaps."""
+"""ZeroShotClassifier (softmax over a prompt set, top-k, unknowns, bank swaps) and the ObjectClassifier pipeline."""
 
 from __future__ import annotations
+
+import dataclasses
+import math
 
 import numpy as np
 import pytest
@@ -11,10 +14,17 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from blendclip_ros.classifier import Prediction, ZeroShotClassifier
-from blendclip_ros.errors import ConfigError
+from blendclip_ros.errors import ConfigError, PointCloudError
+from blendclip_ros.geometry.boxes import Boxes
+from blendclip_ros.geometry.crop import points_in_boxes
+from blendclip_ros.geometry.preprocess import preprocess_crop
+from blendclip_ros.model.checkpoint import save_checkpoint
+from blendclip_ros.model.config import PointBertConfig
+from blendclip_ros.model.pointbert import BlendClipPointModel
+from blendclip_ros.pipeline import ObjectClassifier, UntrainedModelWarning
 from blendclip_ros.text import towers
 from blendclip_ros.text.bank import TextBank, build_text_bank
-from blendclip_ros.text.prompts import load_prompt_set
+from blendclip_ros.text.prompts import PromptSet, load_prompt_set
 
 
 def one_hot_bank(labels: list[str], dim: int = 8) -> TextBank:
@@ -118,19 +128,6 @@ def test_real_minilm_bank_classifies_text_queries(tmp_path, monkeypatch):
 
 
 # --- ObjectClassifier pipeline on the real nuScenes sweep -----------------------------------------
-
-import dataclasses  # noqa: E402
-import math  # noqa: E402
-
-from blendclip_ros.errors import PointCloudError  # noqa: E402
-from blendclip_ros.geometry.boxes import Boxes  # noqa: E402
-from blendclip_ros.geometry.crop import points_in_boxes  # noqa: E402
-from blendclip_ros.geometry.preprocess import preprocess_crop  # noqa: E402
-from blendclip_ros.model.checkpoint import save_checkpoint  # noqa: E402
-from blendclip_ros.model.config import PointBertConfig  # noqa: E402
-from blendclip_ros.model.pointbert import BlendClipPointModel  # noqa: E402
-from blendclip_ros.pipeline import ObjectClassifier, UntrainedModelWarning  # noqa: E402
-from blendclip_ros.text.prompts import PromptSet  # noqa: E402
 
 NUSCENES_LABELS = ("barrier", "bicycle", "bus", "car", "construction vehicle",
                    "motorcycle", "pedestrian", "traffic cone", "trailer", "truck")
