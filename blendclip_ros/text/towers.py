@@ -123,6 +123,7 @@ class _LazyTower:
                 self._model = model
 
     def encode(self, texts: list[str]) -> torch.Tensor:
+        """(N, dim) float32 L2-normalised embeddings on ``device``, in input order."""
         if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
             raise ConfigError("texts: must be a list of strings")
         if not texts:
@@ -159,8 +160,8 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         with torch.serialization.safe_globals([argparse.Namespace]):
             data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any reader failure is a bad weights file
-        raise CheckpointError(f"weights: cannot load {path} ({type(exc).__name__}: {str(exc).splitlines()[0]})") \
-            from None
+        first_line = (str(exc).splitlines() or [""])[0]
+        raise CheckpointError(f"weights: cannot load {path} ({type(exc).__name__}: {first_line})") from None
     for key in ("state_dict", "model"):
         if isinstance(data, dict) and isinstance(data.get(key), dict):
             data = data[key]
