@@ -109,6 +109,8 @@ class ClassifierNode(Node):
             live = {name.split(".", 1)[1]: value for name, value in changed.items() if name in LIVE_PARAMS}
             if live:
                 self.classifier.update(**live)
+        if "tf_timeout" in changed:
+            self._frames.timeout_s = float(changed["tf_timeout"])
         if "sync.mode" in changed or "sync.slop" in changed or "sync.queue_size" in changed:
             self._sync = self._make_sync(changed)
         return SetParametersResult(successful=True)
