@@ -98,6 +98,8 @@ class ObjectClassifier:
                 raise ConfigError(f"max_points: must be in 1..{self.model.config.max_points}, got {max_points!r}")
             self.max_points = int(max_points)
         if box_margin is not None:
+            if not math.isfinite(float(box_margin)):
+                raise ConfigError(f"box_margin: must be finite, got {box_margin!r}")
             self.margin = float(box_margin)
         current = self.classifier
         if top_k is not None or score_threshold is not None or min_points is not None:

@@ -247,3 +247,25 @@ def test_cuda_request_falls_back_to_cpu(nuscenes_bank):
     with pytest.warns(RuntimeWarning, match="CUDA is unavailable"):
         pipe = ObjectClassifier(tiny_model(), nuscenes_bank, device="cuda")
     assert pipe.device == torch.device("cpu") and pipe.classifier.bank.embeddings.device.type == "cpu"
+
+
+def test_live_prompt_swap_and_settings(nuscenes_frame, xdg):
+    boxes = Boxes.from_mmdet3d(nuscenes_frame.boxes)
+    with pytest.warns(UntrainedModelWarning):
+        pipe = ObjectClassifier.from_config(seed=0, top_k=3)
+    before = pipe.classify(nuscenes_frame.points, boxes)
+    pipe.set_prompts(PromptSet.from_labels(["car", "bus"]))
+    pipe.update(top_k=1, min_points=10, box_margin=0.5, max_points=64)
+    after = pipe.classify(nuscenes_frame.points, boxes)
+    assert pipe.labels == ("car", "bus")
+    assert all(a.num_points >= b.num_points for a, b in zip(after, before))
+    assert sum(a.num_points for a in after) > sum(b.num_points for b in before)
+    for r in after:
+        if r.num_points < 10:
+            assert r.prediction.is_unknown and r.prediction.top_k == []
+        else:
+            assert r.prediction.label in ("car", "bus") and len(r.prediction.top_k) == 1
+    with pytest.raises(ConfigError, match="box_margin"):
+        pipe.update(box_margin=float("nan"))
+    with pytest.raises(ConfigError, match="max_points"):
+        pipe.update(max_points=10**6)
