@@ -87,10 +87,20 @@ class Feed:
 
 @pytest.fixture(scope="module")
 def feed(client, classifier, nuscenes_frame):
+    """A connected feed: a warm-up frame is republished until its output comes back.
+
+    Seeing our subscription count is not enough: the node may still be between configure and
+    activate, or may not have matched our publishers yet (discovery is not symmetric).
+    """
     feed = Feed(client, nuscenes_frame)
     ready = spin_until(client, lambda: feed.det_pub.get_subscription_count() > 0
                        and feed.cloud_pub.get_subscription_count() > 0, 60, classifier)
     assert ready, f"classifier did not come up: {stop(classifier)}"
+    for _ in range(30):
+        feed.publish(-1)
+        if spin_until(client, lambda: bool(feed.outputs), 2, classifier):
+            break
+    assert feed.outputs, f"no output for the warm-up frame: {stop(classifier)}"
     return feed
 
 
