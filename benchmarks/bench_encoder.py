@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import time
 
 import numpy as np
@@ -100,7 +101,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU; load average "
+          f"{os.getloadavg()[0]:.1f} (other processes distort timings, mostly of the packed path)")
     worst = 0.0
     for name in args.configs:
         batches = args.batches or (1 if args.quick else {"tiny": 6, "full": 2}[name])
