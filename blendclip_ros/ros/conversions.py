@@ -95,10 +95,15 @@ def pointcloud2_to_array(msg: Any, fields: Sequence[str] = XYZ, *, keep_nonfinit
             values = view[name]
             if values.ndim != 1:
                 raise MessageFormatError(f"fields: {name!r} has count {values.shape[1]}, expected 1")
-            out[:, column] = values
+            with np.errstate(over="ignore"):  # beyond dtype's range becomes inf, dropped below
+                out[:, column] = values
     if keep_nonfinite:
         return out
-    finite = np.isfinite(view["x"]) & np.isfinite(view["y"]) & np.isfinite(view["z"])
+    finite = np.ones(view.shape[0], dtype=bool)
+    for name in XYZ:  # finite in the output dtype (float64 1e300 is inf as float32)
+        column = fields.index(name) if name in fields else None
+        with np.errstate(over="ignore"):
+            finite &= np.isfinite(out[:, column] if column is not None else view[name].astype(dtype))
     return out if finite.all() else out[finite]
 
 
@@ -201,17 +206,24 @@ def detections_to_arrays(msg: Detection3DArray, *, strict: bool = True) -> Detec
     if strict and problems:
         first = min(problems)
         raise MessageFormatError(f"detections[{first}]: {problems[first]}")
-    norms = np.linalg.norm(quats, axis=1, keepdims=True)
     valid = np.ones(count, dtype=bool)
     valid[list(problems)] = False
-    safe_norms = np.where(valid[:, None], norms, 1.0)
-    quats = np.where(valid[:, None], quats / safe_norms, np.array([0.0, 0.0, 0.0, 1.0]))
+    quats = np.where(valid[:, None], _unit_quaternions(quats), np.array([0.0, 0.0, 0.0, 1.0]))
     return DetectionArrays(msg.header, np.ascontiguousarray(centers), np.ascontiguousarray(sizes),
                            np.ascontiguousarray(quats), ids, valid, problems)
 
 
+def _unit_quaternions(quats: np.ndarray) -> np.ndarray:
+    """Normalise rows without overflow (1e200 components) by dividing by the largest first;
+    zero or non-finite rows give garbage that the caller masks out."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        scaled = quats / np.abs(quats).max(axis=1, keepdims=True)
+        return scaled / np.linalg.norm(scaled, axis=1, keepdims=True)
+
+
 def _box_problems(centers: np.ndarray, sizes: np.ndarray, quats: np.ndarray) -> dict[int, str]:
-    norms = np.linalg.norm(quats, axis=1)
+    with np.errstate(over="ignore"):
+        norms = np.linalg.norm(quats, axis=1)
     checks = (
         (~np.isfinite(centers).all(axis=1), "bbox.center.position is not finite"),
         (~np.isfinite(sizes).all(axis=1), "bbox.size is NaN or inf"),
