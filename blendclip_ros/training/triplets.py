@@ -1,0 +1,218 @@
+"""Object triplets (points, caption, optional image embedding) over one or more object-set files.
+
+Every cloud is normalised once at load time (centre on the mean, farthest point at radius 1;
+clouds above ``max_points`` reduced by farthest point sampling with a fixed seed), so an item
+costs a slice. Labels are re-indexed into one class list: the union of the files' class
+names, in order of first appearance. Empty captions become "a point cloud of a {class}". Captions are deduplicated into :attr:`TripletDataset.captions`
+so their frozen text embeddings can be computed once (``caption_index`` per item).
+
+An object-set ``.npz`` may carry an optional ``image_embeddings`` array ``(M, D)`` float32
+(rows of NaN = no image for that object); it feeds the point-image loss term.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from ..errors import ConfigError, PointFileError
+from ..geometry.preprocess import preprocess_crops
+from ..sim.object_sets import ObjectSet, load_object_set
+
+SYNTHETIC, REAL = 0, 1
+DOMAIN_NAMES = ("synthetic", "real")
+IMAGE_KEY = "image_embeddings"
+
+
+@dataclass(frozen=True)
+class Triplet:
+    """One training object: normalised ``(N, 3)`` points, its caption and where it came from."""
+
+    points: np.ndarray
+    caption: str
+    caption_index: int
+    image_embedding: np.ndarray | None
+    label: int
+    domain: int
+
+
+@dataclass
+class TripletBatch:
+    """A collated batch; clouds keep their own sizes (no padding)."""
+
+    clouds: list[torch.Tensor]
+    captions: list[str]
+    caption_index: torch.Tensor  # (B,) int64 into the dataset's caption table
+    labels: torch.Tensor  # (B,) int64
+    domains: torch.Tensor  # (B,) int64, SYNTHETIC or REAL
+    image_embeddings: torch.Tensor | None  # (B, D) float32 (zeros where missing) or None
+    image_mask: torch.Tensor | None  # (B,) bool: which rows have an image embedding
+
+    def __len__(self) -> int:
+        return len(self.clouds)
+
+
+class TripletDataset(Dataset):
+    """Triplets from object-set files, all tagged with one ``domain`` (SYNTHETIC or REAL).
+
+    ``class_names`` fixes the label order (every file's classes must be in it); by default it is
+    the union of the files' class names in order of appearance. Objects with no points are
+    dropped (:attr:`dropped_empty` counts them).
+    """
+
+    def __init__(self, paths: Sequence[str | os.PathLike], domain: int, *,
+                 class_names: Sequence[str] | None = None, max_points: int = 8192, seed: int = 0) -> None:
+        if domain not in (SYNTHETIC, REAL):
+            raise ConfigError(f"domain: expected {SYNTHETIC} (synthetic) or {REAL} (real), got {domain!r}")
+        if not paths:
+            raise ConfigError("paths: at least one object-set file is needed")
+        self.paths = [Path(p) for p in paths]
+        self.domain = domain
+        sets = [load_object_set(p) for p in self.paths]
+        self.class_names = _class_union(sets, class_names)
+        index_of = {name: i for i, name in enumerate(self.class_names)}
+        clouds: list[np.ndarray] = []
+        labels, captions, images = [], [], []
+        self.dropped_empty = 0
+        for path, objects in zip(self.paths, sets):
+            remap = np.array([index_of[name] for name in objects.class_names], dtype=np.int64)
+            keep = np.flatnonzero(np.diff(objects.offsets) > 0)
+            self.dropped_empty += len(objects) - len(keep)
+            clouds += preprocess_crops(objects.points, [np.arange(objects.offsets[i], objects.offsets[i + 1])
+                                                        for i in keep], max_points=max_points, seed=seed)
+            labels.append(remap[objects.labels[keep]])
+            captions += [str(c).strip() or f"a point cloud of a {objects.class_names[label]}"
+                         for c, label in zip(objects.captions[keep], objects.labels[keep])]
+            images.append(_image_embeddings(path, len(objects))[keep] if _has_images(path) else None)
+        self._points = np.concatenate(clouds) if clouds else np.zeros((0, 3), np.float32)
+        self._offsets = np.concatenate([[0], np.cumsum([len(c) for c in clouds])]).astype(np.int64)
+        self.labels = np.concatenate(labels)
+        self.captions, caption_index = np.unique(np.array(captions, dtype=str), return_inverse=True)
+        self.captions = [str(c) for c in self.captions]
+        self.caption_index = caption_index.astype(np.int64).reshape(-1)
+        self.image_embeddings = _stack_images(images, [len(l) for l in labels])
+        if len(self.labels) == 0:
+            raise ConfigError(f"paths: no objects with points in {[str(p) for p in self.paths]}")
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> Triplet:
+        index = int(index)
+        image = None
+        if self.image_embeddings is not None and np.isfinite(self.image_embeddings[index]).all():
+            image = self.image_embeddings[index]
+        return Triplet(self._points[self._offsets[index]:self._offsets[index + 1]],
+                       self.captions[self.caption_index[index]], int(self.caption_index[index]), image,
+                       int(self.labels[index]), self.domain)
+
+    @property
+    def num_points(self) -> np.ndarray:
+        """Points per object after the cap."""
+        return np.diff(self._offsets)
+
+
+class PooledTriplets(Dataset):
+    """Synthetic then real triplets in one index space (real index ``i`` is ``len(synthetic) + i``).
+
+    Labels index :attr:`class_names` (the synthetic pool's classes, then real-only ones) and
+    captions one shared table, so ``caption_index`` addresses :attr:`captions` for either pool.
+    """
+
+    def __init__(self, synthetic: TripletDataset, real: TripletDataset | None = None) -> None:
+        self.synthetic, self.real = synthetic, real
+        pools = [synthetic] + ([real] if real is not None else [])
+        self.class_names = list(synthetic.class_names)
+        if real is not None:
+            self.class_names += [n for n in real.class_names if n not in self.class_names]
+        self.captions = sorted(set().union(*(p.captions for p in pools)))
+        position = {c: i for i, c in enumerate(self.captions)}
+        self._caption_maps = [np.array([position[c] for c in p.captions], dtype=np.int64) for p in pools]
+        self._label_maps = [np.array([self.class_names.index(c) for c in p.class_names], dtype=np.int64)
+                            for p in pools]
+
+    @property
+    def num_synthetic(self) -> int:
+        return len(self.synthetic)
+
+    @property
+    def num_real(self) -> int:
+        return 0 if self.real is None else len(self.real)
+
+    def __len__(self) -> int:
+        return self.num_synthetic + self.num_real
+
+    def __getitem__(self, index: int) -> Triplet:
+        index = int(index)
+        if not 0 <= index < len(self):
+            raise IndexError(f"index {index} out of range for {len(self)} triplets")
+        pool = 0 if index < self.num_synthetic else 1
+        item = (self.synthetic if pool == 0 else self.real)[index - pool * self.num_synthetic]
+        return Triplet(item.points, item.caption, int(self._caption_maps[pool][item.caption_index]),
+                       item.image_embedding, int(self._label_maps[pool][item.label]), item.domain)
+
+
+def collate(items: Sequence[Triplet]) -> TripletBatch:
+    """Stack labels/indices, keep clouds as a list of ``(N_i, 3)`` float32 tensors."""
+    if not items:
+        raise ConfigError("batch: cannot collate an empty batch")
+    images = [t.image_embedding for t in items]
+    present = [i is not None for i in images]
+    image_embeddings = image_mask = None
+    if any(present):
+        dim = next(i for i in images if i is not None).shape[0]
+        image_embeddings = torch.stack([torch.as_tensor(i, dtype=torch.float32) if i is not None
+                                        else torch.zeros(dim) for i in images])
+        image_mask = torch.tensor(present)
+    return TripletBatch(
+        clouds=[torch.from_numpy(np.ascontiguousarray(t.points, dtype=np.float32)) for t in items],
+        captions=[t.caption for t in items],
+        caption_index=torch.tensor([t.caption_index for t in items], dtype=torch.long),
+        labels=torch.tensor([t.label for t in items], dtype=torch.long),
+        domains=torch.tensor([t.domain for t in items], dtype=torch.long),
+        image_embeddings=image_embeddings, image_mask=image_mask)
+
+
+def _class_union(sets: list[ObjectSet], given: Sequence[str] | None) -> list[str]:
+    if given is not None:
+        names = [str(n) for n in given]
+        for objects in sets:
+            missing = sorted(set(objects.class_names) - set(names))
+            if missing:
+                raise ConfigError(f"class_names: {missing} of a {objects.domain}/{objects.split} set are not listed")
+        return names
+    names: list[str] = []
+    for objects in sets:
+        names += [n for n in objects.class_names if n not in names]
+    return names
+
+
+def _has_images(path: Path) -> bool:
+    with np.load(path, allow_pickle=False) as z:
+        return IMAGE_KEY in z.files
+
+
+def _image_embeddings(path: Path, count: int) -> np.ndarray:
+    with np.load(path, allow_pickle=False) as z:
+        images = np.asarray(z[IMAGE_KEY], dtype=np.float32)
+    if images.ndim != 2 or images.shape[0] != count:
+        raise PointFileError(f"{path}: {IMAGE_KEY} has shape {images.shape}, expected ({count}, D)")
+    return images
+
+
+def _stack_images(images: list[np.ndarray | None], counts: list[int]) -> np.ndarray | None:
+    """One ``(M, D)`` array with NaN rows for files without images, or None if no file has any."""
+    dims = {i.shape[1] for i in images if i is not None}
+    if not dims:
+        return None
+    if len(dims) > 1:
+        raise PointFileError(f"{IMAGE_KEY}: files disagree on the embedding width {sorted(dims)}")
+    dim = dims.pop()
+    return np.concatenate([i if i is not None else np.full((n, dim), np.nan, np.float32)
+                           for i, n in zip(images, counts)])
