@@ -55,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(document, indent=1))
     if args.confusion is not None:
-        confusion_png(metrics, args.confusion, title=f"{args.checkpoint.name} on "
+        confusion_png(metrics, args.confusion, title=f"{args.checkpoint.parent.name}/{args.checkpoint.name} on "
                       f"{', '.join(p.stem for p in args.data)}: top-1 {100 * metrics.top1:.1f} %")
     print(text)
     return 0

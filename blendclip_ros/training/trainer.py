@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import json
 import math
 import time
@@ -210,15 +211,15 @@ def train(config: TrainConfig, on_epoch: Callable[[EpochRecord], None] | None = 
         lr = schedule(step)
         for batch in bar:
             lr = schedule.apply(optimizer, step)
-            loss, correct = _step(model, batch, targets, class_text, optimizer, config.augment, generator,
-                                  device, autocast)
-            losses.append(loss.total)
-            sums["loss"] += loss.total
-            sums["retrieval"] += loss.retrieval_accuracy
+            value, retrieval, correct = _step(model, batch, targets, class_text, optimizer, config.augment,
+                                              generator, device, autocast)
+            losses.append(value)
+            sums["loss"] += value
+            sums["retrieval"] += retrieval
             hits += torch.bincount(batch.domains, correct.float(), minlength=2)
             seen += torch.bincount(batch.domains, minlength=2).float()
             step += 1
-            bar.set_postfix(loss=f"{loss.total:.3f}", lr=f"{lr:.1e}", real=sampler.real_per_batch)
+            bar.set_postfix(loss=f"{value:.3f}", lr=f"{lr:.1e}", real=sampler.real_per_batch)
         record = EpochRecord(
             epoch=epoch, iterations=iterations, real_per_batch=sampler.real_per_batch, lr=lr,
             loss=sums["loss"] / iterations, retrieval_accuracy=sums["retrieval"] / iterations,
@@ -230,17 +231,17 @@ def train(config: TrainConfig, on_epoch: Callable[[EpochRecord], None] | None = 
             record.val[name] = {k: getattr(metrics, k) for k in ("top1", "top5", "mean_class_top1")}
         model.train()
         history.append(record)
-        training_meta = {**meta, "epoch": epoch, "iterations": step, "history": [dataclasses.asdict(r) for r in history]}
-        _save(model, last_path, tower, config.text_tower, training_meta, pool.class_names, config.save_dtype)
+        training_meta = {**meta, "epoch": epoch, "iterations": step,
+                         "history": [dataclasses.asdict(r) for r in history]}
+        save = functools.partial(_save, model, spec=config.text_tower, tower=tower, labels=pool.class_names,
+                                 dtype=config.save_dtype)
+        save(last_path, training=training_meta)
         score = next(iter(record.val.values()))["top1"] if record.val else -record.loss
         if score > best_score:
             best_score = score
-            _save(model, best_path, tower, config.text_tower, {**training_meta, "selected_by": _selection(validation)},
-                  pool.class_names, config.save_dtype)
+            save(best_path, training={**training_meta, "selected_by": _selection(validation)})
         if config.save_every and (epoch + 1) % config.save_every == 0:
-            _save(model, out_dir / f"epoch_{epoch + 1:03d}.safetensors", tower, config.text_tower,
-                  training_meta, pool.class_names,
-                  config.save_dtype)
+            save(out_dir / f"epoch_{epoch + 1:03d}.safetensors", training=training_meta)
         _write_history(out_dir, history, losses)
         if config.progress:
             tqdm.write(_summary(record))
@@ -251,8 +252,8 @@ def train(config: TrainConfig, on_epoch: Callable[[EpochRecord], None] | None = 
 
 def _step(model: BlendClipPointModel, batch: TripletBatch, targets: torch.Tensor, class_text: torch.Tensor,
           optimizer: torch.optim.Optimizer, augment: AugmentConfig, generator: torch.Generator,
-          device: torch.device, autocast: bool):
-    """One optimiser step; returns the loss record and per-sample zero-shot hits (class prompts)."""
+          device: torch.device, autocast: bool) -> tuple[float, float, torch.Tensor]:
+    """One optimiser step: (loss, in-batch retrieval accuracy, per-sample zero-shot hits on class prompts)."""
     clouds = [c.to(device) for c in augment_clouds(batch.clouds, augment, generator=generator)]
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
         embeddings = model.encode(clouds, normalize=False, generator=generator).float()
@@ -265,8 +266,7 @@ def _step(model: BlendClipPointModel, batch: TripletBatch, targets: torch.Tensor
     clamp_logit_scale_(model)
     with torch.no_grad():
         correct = (embeddings @ class_text.T).argmax(1).cpu() == batch.labels
-    loss.total = float(loss.total.detach())
-    return loss, correct
+    return float(loss.total.detach()), loss.retrieval_accuracy, correct
 
 
 def _validation(config: TrainConfig, tower: TextTower) -> dict[str, tuple[TripletDataset, Any, PromptSet]]:
@@ -288,7 +288,7 @@ def _data_info(config: TrainConfig) -> list[dict[str, Any]]:
             for path in paths]
 
 
-def _save(model: BlendClipPointModel, path: Path, tower: TextTower, spec: dict[str, Any],
+def _save(model: BlendClipPointModel, path: Path, *, tower: TextTower, spec: dict[str, Any],
           training: dict[str, Any], labels: list[str], dtype: str) -> Path:
     """A project checkpoint naming the text tower (spec + name + weights digest) and the run."""
     spec = {**spec, "name": tower.name, "weights_digest": tower.weights_digest, "embed_dim": tower.dim}

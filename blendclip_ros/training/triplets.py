@@ -93,8 +93,8 @@ class TripletDataset(Dataset):
         self._points = np.concatenate(clouds) if clouds else np.zeros((0, 3), np.float32)
         self._offsets = np.concatenate([[0], np.cumsum([len(c) for c in clouds])]).astype(np.int64)
         self.labels = np.concatenate(labels)
-        self.captions, caption_index = np.unique(np.array(captions, dtype=str), return_inverse=True)
-        self.captions = [str(c) for c in self.captions]
+        table, caption_index = np.unique(np.array(captions, dtype=str), return_inverse=True)
+        self.captions = [str(c) for c in table]
         self.caption_index = caption_index.astype(np.int64).reshape(-1)
         self.image_embeddings = _stack_images(images, [len(l) for l in labels])
         if len(self.labels) == 0:
