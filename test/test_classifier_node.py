@@ -187,11 +187,24 @@ def test_changing_the_prompts_changes_the_labels_on_the_next_frame(feed, client,
     assert labels - {"unknown"} and labels <= set(new_labels) | {"unknown"}
 
 
-def test_missing_checkpoint_fails_configure_with_one_clear_message(ros_env):
-    process = start_classifier(ros_env, "-p", "model.checkpoint:=/no/such/model.safetensors",
-                               name="blendclip_bad_checkpoint")
-    output = stop(process) if process.wait(timeout=60) is None else process.communicate()[0]
-    assert process.returncode == 1
+@pytest.mark.parametrize(("override", "expected"), [
+    ("model.checkpoint:=/no/such/model.safetensors", "/no/such/model.safetensors"),
+    ("prompts.file:=/no/such/prompts.yaml", "/no/such/prompts.yaml"),
+    ("sync.mode:=bogus", "sync.mode"),
+    ("classify.top_k:=0", "classify.top_k"),
+    ("file:/**:\n  ros__parameters:\n    classify:\n      top_k: many\n", "classify.top_k"),
+    ("file:[broken", "bad arguments"),
+])
+def test_bad_configuration_fails_start_up_with_one_clear_message(ros_env, tmp_path, override, expected):
+    if override.startswith("file:"):  # a parameter file given after the shipped one
+        params = tmp_path / "params.yaml"
+        params.write_text(override[5:])
+        args = ("--params-file", str(params))
+    else:
+        args = ("-p", override)
+    process = start_classifier(ros_env, *args, name="blendclip_bad_config")
+    output = process.communicate(timeout=90)[0]
+    assert process.returncode == 1, output
     assert "Traceback" not in output
-    errors = [line for line in output.splitlines() if "ERROR" in line]
-    assert len(errors) == 1 and "/no/such/model.safetensors" in errors[0], output
+    ours = [line for line in output.splitlines() if "configure failed" in line or "blendclip-classifier:" in line]
+    assert len(ours) == 1 and expected in ours[0], output

@@ -25,6 +25,7 @@ apply_ros_environment()
 
 import rclpy  # noqa: E402
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult  # noqa: E402
+from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException  # noqa: E402
 from rclpy.executors import ExternalShutdownException  # noqa: E402
 from rclpy.lifecycle import Node, State, TransitionCallbackReturn  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
@@ -35,7 +36,7 @@ from sensor_msgs.msg import PointCloud2  # noqa: E402
 from vision_msgs.msg import Detection3DArray, LabelInfo, VisionInfo  # noqa: E402
 from visualization_msgs.msg import MarkerArray  # noqa: E402
 
-from ..errors import BlendClipError, MessageFormatError  # noqa: E402
+from ..errors import BlendClipError, ConfigError, MessageFormatError  # noqa: E402
 from ..geometry.boxes import Boxes  # noqa: E402
 from ..pipeline import ObjectClassifier  # noqa: E402
 from .conversions import detections_to_arrays, pointcloud2_to_array  # noqa: E402
@@ -136,6 +137,9 @@ class ClassifierNode(Node):
     def on_configure(self, state: State) -> TransitionCallbackReturn:
         try:
             values = {spec.name: self._value(spec.name) for spec in SPECS}
+            problems = [reason for name, value in values.items() if (reason := check_value(name, value))]
+            if problems:
+                raise ConfigError("; ".join(problems))
             prompt_set = prompt_set_from(values)
             checkpoint = values["model.checkpoint"] or None
             tower = {"type": values["text.tower"], "model": values["text.model"],
@@ -320,8 +324,17 @@ class ClassifierNode(Node):
 
 def main(argv: list[str] | None = None) -> int:
     """Console script ``blendclip-classifier`` (accepts ``--ros-args --params-file FILE``)."""
-    rclpy.init(args=sys.argv if argv is None else argv)
-    node = ClassifierNode()
+    try:
+        rclpy.init(args=sys.argv if argv is None else argv)
+    except RuntimeError as exc:  # rcl rejects malformed --ros-args and parameter files
+        print(f"blendclip-classifier: bad arguments: {str(exc).splitlines()[0]}", file=sys.stderr)
+        return 1
+    try:
+        node = ClassifierNode()
+    except (InvalidParameterTypeException, InvalidParameterValueException) as exc:
+        print(f"blendclip-classifier: bad parameter: {exc}", file=sys.stderr)
+        rclpy.try_shutdown()
+        return 1
     try:
         if node.get_parameter("autostart").value:
             if node.trigger_configure() != TransitionCallbackReturn.SUCCESS:
