@@ -16,6 +16,8 @@ setup(
         (f"share/{PACKAGE}/launch", glob("launch/*.launch.py")),
         (f"share/{PACKAGE}/config", glob("config/*.yaml") + glob("config/*.xml")),
         (f"share/{PACKAGE}/config/prompts", glob("config/prompts/*.yaml")),
+        (f"share/{PACKAGE}/data/checkpoints", glob("data/checkpoints/*")),
+        (f"share/{PACKAGE}/data/demo", glob("data/demo/*")),
     ],
     install_requires=["setuptools"],
     zip_safe=True,

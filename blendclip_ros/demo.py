@@ -22,14 +22,19 @@ from .environment import apply_ros_environment, ros_environment
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_BAG = REPO / "data" / "demo"
+DEFAULT_CHECKPOINT = REPO / "data" / "checkpoints" / "blendclip_tiny_sim.safetensors"
+DEFAULT_PROMPTS = REPO / "data" / "checkpoints" / "sim_classes.yaml"
 NODE = "blendclip_demo_classifier"
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="blendclip-demo", description=__doc__.split("\n\n")[0])
     parser.add_argument("--bag", type=Path, default=DEFAULT_BAG, help="rosbag2 folder (default: %(default)s)")
-    parser.add_argument("--checkpoint", default="", help="checkpoint file (default: untrained tiny encoder)")
-    parser.add_argument("--prompts", default="", help="prompt-set YAML (default: the 10 nuScenes classes)")
+    parser.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT),
+                        help="checkpoint file ('' for an untrained encoder; default: the bundled tiny model "
+                             "trained on simulated data, %(default)s)")
+    parser.add_argument("--prompts", default=str(DEFAULT_PROMPTS),
+                        help="prompt-set YAML (default: the 13 simulated classes, %(default)s)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     parser.add_argument("--cloud-topic", default="/lidar/points")
     parser.add_argument("--detections-topic", default="/detections")
