@@ -148,7 +148,6 @@ def test_real_sweep_against_annotated_num_lidar_pts(nuscenes_frame):
     492, while changing its yaw by 1 degree or its length/width changes nothing. A sub-degree
     pitch difference in the pose used for the conversion moves a face by ~10 cm at 16 m.
     """
-    boxes = Boxes.from_mmdet3d(nuscenes_frame.boxes)
     annotated = nuscenes_frame.num_lidar_pts
 
     def counts(margin: float, rows: np.ndarray = nuscenes_frame.boxes) -> np.ndarray:

@@ -9,42 +9,20 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import warnings
 from pathlib import Path
-from typing import NoReturn
 
-from blendclip_ros.errors import BlendClipError, PromptError
+from blendclip_ros.cli.support import Parser, UsageError, positive_int, run_cli
+from blendclip_ros.errors import PromptError
 
 PROG = "blendclip-classify"
-EXIT_USAGE = 2
-
-
-class UsageError(Exception):
-    """Bad command-line input; ``main`` prints it on one line and returns 2."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        raise UsageError(f"argument error: {message}")
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog=PROG, description="Zero-shot classification of the objects in 3D boxes of a point cloud.")
+    p = Parser(prog=PROG, description="Zero-shot classification of the objects in 3D boxes of a point cloud.")
     p.add_argument("--points", required=True, type=Path, help="point file (.bin float32, .npy, .pcd)")
     p.add_argument("--boxes", required=True, type=Path, help="BOXES.json (ids, centres, sizes, rotations)")
-    p.add_argument("--point-dims", type=_positive, default=None,
+    p.add_argument("--point-dims", type=positive_int, default=None,
                    help="floats per point in a .bin file (default: the reader's, e.g. 4 or 5)")
     p.add_argument("--checkpoint", type=Path, default=None,
                    help="point-model checkpoint (default: random-init encoder, for smoke tests only)")
@@ -59,18 +37,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-network", action="store_true", help="allow downloading pretrained text weights")
     p.add_argument("--encoder", choices=("tiny", "full"), default="tiny", help="preset without --checkpoint")
     p.add_argument("--device", default="cpu", help="cpu or cuda (falls back to cpu with a warning)")
-    p.add_argument("--top-k", type=_positive, default=3)
-    p.add_argument("--min-points", type=_positive, default=1, help="boxes with fewer points are 'unknown'")
-    p.add_argument("--max-points", type=_positive, default=8192, help="points per crop after sampling")
+    p.add_argument("--top-k", type=positive_int, default=3)
+    p.add_argument("--min-points", type=positive_int, default=1, help="boxes with fewer points are 'unknown'")
+    p.add_argument("--max-points", type=positive_int, default=8192, help="points per crop after sampling")
     p.add_argument("--margin", type=float, default=0.0, help="grow every box face by this many metres")
     p.add_argument("--score-threshold", type=float, default=0.0, help="top-1 probability below -> 'unknown'")
     p.add_argument("--seed", type=int, default=0, help="seed of the random-init encoder")
     p.add_argument("--cache-dir", type=Path, default=None, help="text-embedding cache directory")
     return p
-
-
-def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    print(f"{PROG}: warning: {' '.join(str(message).split())}", file=sys.stderr)
 
 
 def _text_tower(args: argparse.Namespace) -> dict | None:
@@ -114,25 +88,7 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command; returns 0, or 2 after a one-line error on stderr."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    with warnings.catch_warnings():
-        warnings.showwarning = _show_warning
-        try:
-            try:
-                args = build_parser().parse_args(argv)
-            except SystemExit as exc:  # --help
-                return int(exc.code or 0)
-            return run(args)
-        except BrokenPipeError:  # stdout closed early (e.g. piped into head): stop quietly
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-            return 1
-        except (UsageError, BlendClipError) as exc:
-            message = str(exc)
-        except OSError as exc:
-            message = f"{exc.filename}: {exc.strerror or exc}" if exc.filename else str(exc)
-    print(f"{PROG}: error: {' '.join(message.split())}", file=sys.stderr)
-    return EXIT_USAGE
+    return run_cli(PROG, build_parser(), run, argv)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ import json
 import sys
 from pathlib import Path
 
-from blendclip_ros.training.cli_support import Parser, UsageError, positive_int, run_cli
+from blendclip_ros.cli.support import Parser, UsageError, positive_int, run_cli
 
 PROG = "blendclip-evaluate"
 

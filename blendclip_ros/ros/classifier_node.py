@@ -26,7 +26,6 @@ apply_ros_environment()
 import rclpy  # noqa: E402
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult  # noqa: E402
 from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException  # noqa: E402
-from rclpy.executors import ExternalShutdownException  # noqa: E402
 from rclpy.lifecycle import Node, State, TransitionCallbackReturn  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy,  # noqa: E402
@@ -44,6 +43,7 @@ from .frames import FrameError, FrameResolver, transform_boxes  # noqa: E402
 from .node_parameters import PROMPT_PARAMS, SPECS, check_value, prompt_set_from  # noqa: E402
 from .node_stats import NodeStats, diagnostic_array  # noqa: E402
 from .output_messages import UNKNOWN, label_detections, label_info, markers, vision_info  # noqa: E402
+from .spin import spin_until_shutdown  # noqa: E402
 from .stamp_sync import LatestSlot, StampSynchronizer, Stamped  # noqa: E402
 
 LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL,
@@ -335,20 +335,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"blendclip-classifier: bad parameter: {exc}", file=sys.stderr)
         rclpy.try_shutdown()
         return 1
-    try:
-        if node.get_parameter("autostart").value:
-            if node.trigger_configure() != TransitionCallbackReturn.SUCCESS:
-                return 1
-            node.trigger_activate()
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except RuntimeError:
-        if rclpy.ok():
-            raise
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
+    if node.get_parameter("autostart").value:
+        if node.trigger_configure() != TransitionCallbackReturn.SUCCESS:
+            node.destroy_node()
+            rclpy.try_shutdown()
+            return 1
+        node.trigger_activate()
+    spin_until_shutdown(node)
     return 0
 
 

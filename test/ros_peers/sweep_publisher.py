@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 
 import rclpy
-from rclpy.executors import ExternalShutdownException
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import PointCloud2
 from std_msgs.msg import Header
@@ -17,6 +16,7 @@ from vision_msgs.msg import Detection3DArray
 from blendclip_ros.data.mmdet3d_info import load_mmdet3d_frame
 from blendclip_ros.geometry.boxes import Boxes
 from blendclip_ros.ros.conversions import array_to_pointcloud2, arrays_to_detections
+from blendclip_ros.ros.spin import spin_until_shutdown
 
 
 def main() -> None:
@@ -28,29 +28,20 @@ def main() -> None:
     boxes = Boxes.from_mmdet3d(frame.boxes)
     rclpy.init()
     node = rclpy.create_node("sweep_publisher")
-    try:
-        header = Header(frame_id="lidar_top")
-        header.stamp.sec, header.stamp.nanosec = divmod(frame.timestamp_us * 1000, 10**9)
-        cloud = array_to_pointcloud2(frame.points, header)
-        detections = arrays_to_detections(header, boxes.centers, boxes.sizes, boxes.quaternions,
-                                          [f"box{i}" for i in range(len(boxes))])
-        cloud_pub = node.create_publisher(PointCloud2, "points", qos_profile_sensor_data)
-        det_pub = node.create_publisher(Detection3DArray, "detections", 10)
+    header = Header(frame_id="lidar_top")
+    header.stamp.sec, header.stamp.nanosec = divmod(frame.timestamp_us * 1000, 10**9)
+    cloud = array_to_pointcloud2(frame.points, header)
+    detections = arrays_to_detections(header, boxes.centers, boxes.sizes, boxes.quaternions,
+                                      [f"box{i}" for i in range(len(boxes))])
+    cloud_pub = node.create_publisher(PointCloud2, "points", qos_profile_sensor_data)
+    det_pub = node.create_publisher(Detection3DArray, "detections", 10)
 
-        def publish() -> None:
-            cloud_pub.publish(cloud)
-            det_pub.publish(detections)
+    def publish() -> None:
+        cloud_pub.publish(cloud)
+        det_pub.publish(detections)
 
-        node.create_timer(args.period, publish)
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except RuntimeError:
-        if rclpy.ok():
-            raise
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
+    node.create_timer(args.period, publish)
+    spin_until_shutdown(node)
 
 
 if __name__ == "__main__":

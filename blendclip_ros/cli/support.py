@@ -1,4 +1,4 @@
-"""Shared plumbing of the training console scripts: parsers that raise, one-line errors, exit codes."""
+"""Shared plumbing of the console scripts: parsers that raise, one-line errors, exit codes."""
 
 from __future__ import annotations
 
@@ -52,6 +52,9 @@ def run_cli(prog: str, parser: argparse.ArgumentParser, run: Callable[[argparse.
             except SystemExit as exc:  # --help
                 return int(exc.code or 0)
             return run(args)
+        except BrokenPipeError:  # stdout closed early (e.g. piped into head): stop quietly
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 1
         except (UsageError, BlendClipError) as exc:
             message = str(exc)
         except OSError as exc:
