@@ -203,7 +203,11 @@ def test_bad_configuration_fails_start_up_with_one_clear_message(ros_env, tmp_pa
     else:
         args = ("-p", override)
     process = start_classifier(ros_env, *args, name="blendclip_bad_config")
-    output = process.communicate(timeout=90)[0]
+    try:
+        output = process.communicate(timeout=90)[0]
+    finally:
+        if process.poll() is None:  # it should have exited: do not leave it running
+            stop(process)
     assert process.returncode == 1, output
     assert "Traceback" not in output
     ours = [line for line in output.splitlines() if "configure failed" in line or "blendclip-classifier:" in line]
