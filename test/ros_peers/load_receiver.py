@@ -2,7 +2,9 @@
 
 usage: python load_receiver.py OUT.json --node NAME
 
-Per output (bounded: six numbers): wall-clock receive time (``time.time_ns()``), header
+Per output (bounded: six numbers): wall-clock receive time (``time.time_ns()`` when the
+serialised message is taken, before this Python process spends milliseconds deserialising
+it, which a C++ consumer would not), header
 stamp, number of detections, number labelled (top hypothesis not "unknown"), CRC32 of the
 ids in order, and whether every hypothesis is a label of the latest ``~/label_info`` (or a
 lone "unknown") with scores sorted. Every /diagnostics status of the node is kept with its
@@ -21,6 +23,7 @@ import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.executors import ExternalShutdownException
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.serialization import deserialize_message
 from vision_msgs.msg import Detection3DArray, LabelInfo
 
 LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
@@ -33,15 +36,16 @@ class Recorder:
         self.labels: set[str] = set()
         self.outputs: list[list[int]] = []
         self.diagnostics: list[dict[str, float]] = []
-        self.sub = node.create_subscription(Detection3DArray, f"/{name}/detections", self.on_output, 100)
+        self.sub = node.create_subscription(Detection3DArray, f"/{name}/detections", self.on_output, 100, raw=True)
         node.create_subscription(LabelInfo, f"/{name}/label_info", self.on_label_info, LATCHED)
         node.create_subscription(DiagnosticArray, "/diagnostics", self.on_diagnostics, 10)
 
     def on_label_info(self, msg: LabelInfo) -> None:
         self.labels = {c.class_name for c in msg.class_map}
 
-    def on_output(self, msg: Detection3DArray) -> None:
+    def on_output(self, data: bytes) -> None:
         received = time.time_ns()
+        msg = deserialize_message(data, Detection3DArray)
         labelled, valid = 0, bool(self.labels)
         for det in msg.detections:
             names = [r.hypothesis.class_id for r in det.results]

@@ -30,6 +30,11 @@ def node_command(name: str, *ros_args: str) -> list[str]:
             "--params-file", str(REPO / "config" / "classify.yaml"), "-r", f"__node:={name}", *ros_args]
 
 
+def relay_command(name: str, *ros_args: str) -> list[str]:
+    """:mod:`load_relay`, the do-nothing stand-in for the node (transport baseline)."""
+    return [sys.executable, str(PEERS / "load_relay.py"), "--node", name, "--ros-args", *ros_args]
+
+
 def peer_environment(domain_id: int | None = None) -> dict[str, str]:
     """Environment for standalone runs (benchmarks): loopback DDS, a domain of this process's own."""
     from blendclip_ros.environment import ros_environment
