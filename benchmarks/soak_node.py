@@ -56,6 +56,7 @@ def main() -> None:
     parser.add_argument("--encoder", default="tiny", choices=["tiny", "full"])
     parser.add_argument("--sample", type=float, default=None, help="RSS sampling period, s (default: duration/60)")
     parser.add_argument("--windows", type=int, default=10, help="time windows in the latency table")
+    parser.add_argument("--torch-threads", type=int, default=None, help="OMP_NUM_THREADS for the node")
     parser.add_argument("--domain-id", type=int, default=None)
     args = parser.parse_args()
     if args.quick:
@@ -64,6 +65,8 @@ def main() -> None:
         raise SystemExit(f"real sweep not found at {NUSCENES_INFO}")
     period = args.sample or max(args.duration / 60, 1.0)
     env = peer_environment(args.domain_id)
+    if args.torch_threads:
+        env["OMP_NUM_THREADS"] = str(args.torch_threads)
     print(f"CPU, {os.cpu_count()} cores; load average {os.getloadavg()[0]:.1f}; {args.encoder} encoder, "
           f"replay at {args.rate:g}x of 10 Hz for {args.duration:g} s")
     with tempfile.TemporaryDirectory() as tmp:
