@@ -38,11 +38,19 @@ from tqdm import tqdm
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from blendclip_ros.data.mmdet3d_info import load_mmdet3d_frame  # noqa: E402
-from blendclip_ros.geometry.boxes import Boxes  # noqa: E402
-from test.ros_peers.load_publisher import synthetic_frame  # noqa: E402
-from test.ros_peers.load_session import (Peer, node_command, peer_environment, publisher_command,  # noqa: E402
-                                         relay_command, rss_kib, start_receiver, stop_receiver)
+from blendclip_ros.data.mmdet3d_info import load_mmdet3d_frame
+from blendclip_ros.geometry.boxes import Boxes
+from test.ros_peers.load_publisher import synthetic_frame
+from test.ros_peers.load_session import (
+    Peer,
+    node_command,
+    peer_environment,
+    publisher_command,
+    relay_command,
+    rss_kib,
+    start_receiver,
+    stop_receiver,
+)
 
 NUSCENES_INFO = REPO.parent / "shared/data/mmdet3d/demo/data/nuscenes/n015-2018-07-24-11-22-45+0800.pkl"
 NODE = "blendclip_bench"

@@ -14,6 +14,7 @@ window below 5 % (and no latency trend).
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import sys
 import tempfile
@@ -26,9 +27,16 @@ from tqdm import tqdm
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from blendclip_ros.ros.bag_from_nuscenes import main as bag_from_nuscenes  # noqa: E402
-from test.ros_peers.load_session import (Peer, node_command, peer_environment, replay_command,  # noqa: E402
-                                         rss_kib, start_receiver, stop_receiver)
+from blendclip_ros.ros.bag_from_nuscenes import main as bag_from_nuscenes
+from test.ros_peers.load_session import (
+    Peer,
+    node_command,
+    peer_environment,
+    replay_command,
+    rss_kib,
+    start_receiver,
+    stop_receiver,
+)
 
 NUSCENES_INFO = REPO.parent / "shared/data/mmdet3d/demo/data/nuscenes/n015-2018-07-24-11-22-45+0800.pkl"
 NODE = "blendclip_soak"
@@ -115,7 +123,7 @@ def report(args, rss_idle: int, samples: list[tuple[float, int]], recording, rep
     latency = recording.latency_ms
     edges = np.linspace(0, elapsed[-1] + 1e-9, args.windows + 1)
     print(f"\n{'window s':>13} {'outputs':>8} {'out/s':>6} {'e2e p50':>8} {'e2e p99':>8} {'RSS MiB':>8}")
-    for lo, hi in zip(edges[:-1], edges[1:]):
+    for lo, hi in itertools.pairwise(edges):
         inside = (elapsed >= lo) & (elapsed < hi)
         in_rss = rss[(times >= lo) & (times < hi)]
         if inside.any():

@@ -22,7 +22,13 @@ from blendclip_ros.geometry.crop import points_in_boxes
 from blendclip_ros.ros.bag_from_nuscenes import main as bag_from_nuscenes
 
 from .conftest import NUSCENES_INFO
-from .ros_peers.load_session import Peer, node_command, replay_command, start_receiver, stop_receiver
+from .ros_peers.load_session import (
+    Peer,
+    node_command,
+    replay_command,
+    start_receiver,
+    stop_receiver,
+)
 
 pytest.importorskip("rclpy")
 pytest.importorskip("vision_msgs.msg")

@@ -19,7 +19,7 @@ from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import PointCloud2
 from vision_msgs.msg import Detection3DArray
 
-from blendclip_ros.ros.stamp_sync import StampSynchronizer, Stamped
+from blendclip_ros.ros.stamp_sync import Stamped, StampSynchronizer
 
 
 def _stamp_ns(header) -> int:
