@@ -8,7 +8,7 @@ import yaml
 
 from blendclip_ros.geometry.boxes import Boxes
 from blendclip_ros.geometry.crop import points_in_boxes
-from blendclip_ros.ros.node_parameters import SPECS
+from blendclip_ros.ros.node_parameters import SPECS, markdown_table, yaml_document
 
 rclpy = pytest.importorskip("rclpy")
 pytest.importorskip("vision_msgs.msg")
@@ -31,7 +31,9 @@ NUSCENES = ["barrier", "bicycle", "bus", "car", "construction vehicle", "motorcy
             "traffic cone", "trailer", "truck"]
 
 
-def test_shipped_parameter_file_matches_the_declared_defaults():
+def test_shipped_parameter_file_and_readme_table_are_generated_from_the_specs():
+    assert (REPO / "config" / "classify.yaml").read_text() == yaml_document()
+    assert markdown_table() in (REPO / "README.md").read_text()
     params = yaml.safe_load((REPO / "config" / "classify.yaml").read_text())["/**"]["ros__parameters"]
 
     def lookup(name):

@@ -258,7 +258,7 @@ BOX_DEFECTS = {
     "none": (False, False), "nan_center": (True, True), "inf_center": (True, True), "nan_size": (True, True),
     "inf_size": (True, True), "negative_size": (True, True), "zero_size": (False, True),
     "zero_quaternion": (True, True), "nan_quaternion": (True, True), "inf_quaternion": (True, True),
-    "scaled_quaternion": (False, False), "far_away": (False, True), "huge_size": (False, False),
+    "scaled_quaternion": (False, False), "far_away": (False, True), "huge_size": (True, True),  # > max_box_size
 }
 
 

@@ -11,6 +11,7 @@ each pair is cropped, encoded in one batch and classified against the prompt set
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 import time
@@ -18,6 +19,7 @@ import warnings
 from typing import Any
 
 import numpy as np
+import torch
 
 from ..environment import apply_ros_environment
 
@@ -48,6 +50,7 @@ from .stamp_sync import LatestSlot, StampSynchronizer, Stamped  # noqa: E402
 
 LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL,
                      history=HistoryPolicy.KEEP_LAST)
+WORKER_JOIN_TIMEOUT_S = 10.0
 LIVE_PARAMS = ("classify.top_k", "classify.score_threshold", "classify.min_points", "classify.max_points",
                "classify.box_margin")
 
@@ -113,7 +116,9 @@ class ClassifierNode(Node):
         if "tf_timeout" in changed:
             self._frames.timeout_s = float(changed["tf_timeout"])
         if "sync.mode" in changed or "sync.slop" in changed or "sync.queue_size" in changed:
-            self._sync = self._make_sync(changed)
+            previous, self._sync = self._sync, self._make_sync(changed)
+            if previous is not None:
+                self._sync.dropped.update(previous.dropped)
         return SetParametersResult(successful=True)
 
     def _swap_prompts(self, prompt_set) -> None:
@@ -160,6 +165,9 @@ class ClassifierNode(Node):
             return TransitionCallbackReturn.FAILURE
         for warning in caught:
             self.get_logger().warning(str(warning.message))
+        threads = int(values["model.threads"])
+        if threads:
+            torch.set_num_threads(threads)
         self.prompt_version = 1
         self._sync = self._make_sync()
         depth = int(self._value("qos.detections.depth"))
@@ -214,13 +222,25 @@ class ClassifierNode(Node):
         self._stop_worker()
         return TransitionCallbackReturn.SUCCESS
 
+    def destroy_node(self) -> None:
+        self._stop_worker()
+        super().destroy_node()
+
     def _stop_worker(self) -> None:
         self._active = False
         self._stopping.set()
         self._slot.wake()
         if self._worker is not None:
-            self._worker.join(timeout=5.0)
-            self._worker = None
+            self._worker.join(timeout=WORKER_JOIN_TIMEOUT_S)
+            if self._worker.is_alive():
+                self.get_logger().warning("a frame is still being classified; abandoning it to stop")
+            else:
+                self._worker = None
+
+    @property
+    def busy(self) -> bool:
+        """True while a frame that could not be waited for is still being classified."""
+        return self._worker is not None and self._worker.is_alive()
 
     # ------------------------------------------------------------------ message path
     def _on_cloud(self, msg: PointCloud2) -> None:
@@ -240,57 +260,68 @@ class ClassifierNode(Node):
     def _work(self) -> None:
         while not self._stopping.is_set():
             pair = self._slot.take(timeout=0.5)
-            if pair is None or self._stopping.is_set():
-                continue
-            try:
-                self._classify_pair(*pair)
-            except Exception as exc:  # the node must survive anything a message can do
-                self.stats.drop("internal_errors")
-                self.get_logger().error(f"dropped a frame after an unexpected error: {exc!r}",
-                                        throttle_duration_sec=5.0)
+            if pair is not None and not self._stopping.is_set():
+                self._process_pair(*pair)
 
-    def _classify_pair(self, cloud: Stamped[PointCloud2], dets: Stamped[Detection3DArray]) -> None:
+    def _process_pair(self, cloud: Stamped[PointCloud2], dets: Stamped[Detection3DArray]) -> None:
+        """Classify one pair and publish exactly one output (unless its frames cannot be related)."""
         start = time.monotonic_ns()
         out = dets.msg
         arrays = detections_to_arrays(out, strict=False)
-        if arrays.problems:
-            self.stats.drop("invalid_boxes", len(arrays.problems))
-            first = min(arrays.problems)
-            self.get_logger().warning(f"{len(arrays.problems)} invalid boxes labelled {UNKNOWN} "
-                                   f"(detections[{first}]: {arrays.problems[first]})", throttle_duration_sec=5.0)
-        cloud_frame, box_frame = cloud.msg.header.frame_id, out.header.frame_id
-        centers, quats = arrays.centers, arrays.quaternions
-        if box_frame and cloud_frame and box_frame != cloud_frame:
-            try:
-                translation, rotation = self._frames.lookup(cloud_frame, box_frame, out.header.stamp)
-            except FrameError as exc:
-                self.stats.drop("frame_mismatch")
-                self.get_logger().error(f"dropped a pair: {exc}", throttle_duration_sec=5.0)
-                return
-            centers, quats = transform_boxes(centers, quats, translation, rotation)
         try:
-            points = pointcloud2_to_array(cloud.msg)
-        except MessageFormatError as exc:
-            self.stats.drop("malformed_clouds")
-            self.get_logger().warning(f"malformed cloud, its {len(arrays)} boxes labelled {UNKNOWN}: {exc}",
-                                   throttle_duration_sec=5.0)
-            points = np.zeros((0, 3), dtype=np.float32)
-        valid = np.flatnonzero(arrays.valid)
-        boxes = Boxes.from_quaternions(centers[valid], arrays.sizes[valid], quats[valid])
-        results = self.classifier.classify(points, boxes)
-        keep_input = self._value("classify.sparse_policy") == "keep"
-        ranked: list[list[tuple[str, float]] | None] = [None if keep_input else [(UNKNOWN, 0.0)]] * len(arrays)
-        for index, result in zip(valid, results):
-            prediction = result.prediction
-            if prediction.top_k:  # encoded; below the threshold, "unknown" leads the ranked labels
-                ranked[index] = [(UNKNOWN, prediction.score), *prediction.top_k] if prediction.is_unknown \
-                    else prediction.top_k
+            centers, quats = self._in_cloud_frame(arrays, cloud.msg.header.frame_id, out.header)
+        except FrameError as exc:
+            self.stats.drop("frame_mismatch")
+            self.get_logger().error(f"dropped a pair: {exc}", throttle_duration_sec=5.0)
+            return
+        try:
+            ranked = self._rank(cloud.msg, arrays, centers, quats)
+        except Exception as exc:  # the node must survive anything a message can do
+            self.stats.drop("internal_errors")
+            self.get_logger().error(f"labelled a frame {UNKNOWN} after an unexpected error: {exc!r}",
+                                    throttle_duration_sec=5.0)
+            ranked = [[(UNKNOWN, 0.0)]] * len(arrays)
         inference_ms = (time.monotonic_ns() - start) / 1e6
         label_detections(out, ranked)
         self._out.publish(out)
         self.stats.publish((time.monotonic_ns() - max(cloud.received_ns, dets.received_ns)) / 1e6, inference_ms)
         if self._value("publish_markers") and self._markers_pub.get_subscription_count():
             self._markers_pub.publish(markers(out))
+
+    def _in_cloud_frame(self, arrays, cloud_frame: str, header) -> tuple[np.ndarray, np.ndarray]:
+        """Box centres and orientations in the cloud's frame (tf2 at the stamp when they differ)."""
+        if not header.frame_id or not cloud_frame or header.frame_id == cloud_frame:
+            return arrays.centers, arrays.quaternions
+        translation, rotation = self._frames.lookup(cloud_frame, header.frame_id, header.stamp)
+        return transform_boxes(arrays.centers, arrays.quaternions, translation, rotation)
+
+    def _rank(self, cloud: PointCloud2, arrays, centers: np.ndarray,
+              quats: np.ndarray) -> list[list[tuple[str, float]] | None]:
+        """Ranked labels per box; None keeps a box's input results (``sparse_policy: keep``)."""
+        valid = arrays.valid & (arrays.sizes <= float(self._value("classify.max_box_size"))).all(axis=1)
+        if not valid.all():
+            self.stats.drop("invalid_boxes", int((~valid).sum()))
+            first = int(np.flatnonzero(~valid)[0])
+            reason = arrays.problems.get(first, "bbox.size exceeds classify.max_box_size")
+            self.get_logger().warning(f"{int((~valid).sum())} invalid boxes labelled {UNKNOWN} "
+                                      f"(detections[{first}]: {reason})", throttle_duration_sec=5.0)
+        try:
+            points = pointcloud2_to_array(cloud)
+        except MessageFormatError as exc:
+            self.stats.drop("malformed_clouds")
+            self.get_logger().warning(f"malformed cloud, its {len(arrays)} boxes labelled {UNKNOWN}: {exc}",
+                                      throttle_duration_sec=5.0)
+            points = np.zeros((0, 3), dtype=np.float32)
+        keep_input = self._value("classify.sparse_policy") == "keep"
+        ranked: list[list[tuple[str, float]] | None] = [None if keep_input else [(UNKNOWN, 0.0)]] * len(arrays)
+        indices = np.flatnonzero(valid)
+        boxes = Boxes.from_quaternions(centers[indices], arrays.sizes[indices], quats[indices])
+        for index, result in zip(indices, self.classifier.classify(points, boxes)):
+            prediction = result.prediction
+            if prediction.top_k:  # encoded; below the threshold, "unknown" leads the ranked labels
+                ranked[index] = [(UNKNOWN, prediction.score), *prediction.top_k] if prediction.is_unknown \
+                    else prediction.top_k
+        return ranked
 
     # ------------------------------------------------------------------ side outputs
     def _publish_label_info(self) -> None:
@@ -342,6 +373,8 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         node.trigger_activate()
     spin_until_shutdown(node)
+    if node.busy:  # a frame is still in torch: leaving through the interpreter would abort the process
+        os._exit(0)
     return 0
 
 
