@@ -76,6 +76,11 @@ class ClassifierNode(Node):
     """The BlendCLIP classifier as a ROS 2 lifecycle node."""
 
     def __init__(self, name: str = "blendclip_classifier", **kwargs: Any) -> None:
+        # Worker state first: destroy_node() may run if a parameter declaration below fails.
+        self._worker: threading.Thread | None = None
+        self._stopping = threading.Event()
+        self._slot: LatestSlot[tuple[Stamped, Stamped]] = LatestSlot()
+        self._active = False
         super().__init__(name, **kwargs)
         for spec in SPECS:
             self.declare_parameter(spec.name, spec.default, _descriptor(spec))
@@ -83,10 +88,6 @@ class ClassifierNode(Node):
         self.stats = NodeStats()
         self.classifier: ObjectClassifier | None = None
         self.prompt_version = 0
-        self._active = False
-        self._slot: LatestSlot[tuple[Stamped, Stamped]] = LatestSlot()
-        self._worker: threading.Thread | None = None
-        self._stopping = threading.Event()
         self._prompt_lock = threading.Lock()
         self._sync: StampSynchronizer | None = None
         self._subscriptions: list[Any] = []
