@@ -50,6 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("ROS_DOMAIN_ID", str(os.getpid() % 100 + 1))
     apply_ros_environment()
     import rclpy  # noqa: PLC0415 - after the environment is set
+    from rclpy.qos import qos_profile_sensor_data  # noqa: PLC0415
+    from sensor_msgs.msg import PointCloud2  # noqa: PLC0415
     from vision_msgs.msg import Detection3DArray  # noqa: PLC0415
 
     env = ros_environment()
@@ -66,9 +68,14 @@ def main(argv: list[str] | None = None) -> int:
     listener = rclpy.create_node("blendclip_demo_listener")
     outputs: list[Detection3DArray] = []
     inputs: dict[tuple[int, int], Detection3DArray] = {}
+    cloud_sizes: dict[tuple[int, int], int] = {}
     listener.create_subscription(Detection3DArray, f"/{NODE}/detections", outputs.append, 50)
     listener.create_subscription(Detection3DArray, args.detections_topic,
                                  lambda m: inputs.setdefault((m.header.stamp.sec, m.header.stamp.nanosec), m), 50)
+    listener.create_subscription(  # also makes the replay wait for this listener (2 subscribers per topic)
+        PointCloud2, args.cloud_topic,
+        lambda m: cloud_sizes.setdefault((m.header.stamp.sec, m.header.stamp.nanosec), m.width * m.height),
+        qos_profile_sensor_data)
     replay = None
     try:
         deadline = time.monotonic() + 120
@@ -80,13 +87,14 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         print(f"classifier node up; replaying {args.bag}", flush=True)
         replay = subprocess.Popen([sys.executable, "-m", "blendclip_ros.ros.replay", str(args.bag),
-                                   "--rate", str(args.rate), "--wait-for-subscribers", "1"], env=env)
+                                   "--rate", str(args.rate), "--wait-for-subscribers", "2",
+                                   "--start-delay", "1.0"], env=env)
         while replay.poll() is None:
             rclpy.spin_once(listener, timeout_sec=0.05)
         settle = time.monotonic() + 3.0
         while time.monotonic() < settle:
             rclpy.spin_once(listener, timeout_sec=0.05)
-        _report(outputs, inputs)
+        _report(outputs, inputs, cloud_sizes)
         return 0 if outputs else 1
     finally:
         for process in (replay, node):
@@ -97,19 +105,20 @@ def main(argv: list[str] | None = None) -> int:
         rclpy.try_shutdown()
 
 
-def _report(outputs: list, inputs: dict) -> None:
+def _report(outputs: list, inputs: dict, cloud_sizes: dict) -> None:
     """Per-frame label counts and agreement with the input (ground-truth) classes."""
     agree = total = 0
     for out in outputs:
         labels = Counter(d.results[0].hypothesis.class_id if d.results else "none" for d in out.detections)
-        truth = inputs.get((out.header.stamp.sec, out.header.stamp.nanosec))
+        key = (out.header.stamp.sec, out.header.stamp.nanosec)
+        truth = inputs.get(key)
         if truth is not None:
             for det, gt in zip(out.detections, truth.detections):
                 if det.results and gt.results and det.results[0].hypothesis.class_id != "unknown":
                     total += 1
                     agree += det.results[0].hypothesis.class_id == gt.results[0].hypothesis.class_id
         stamp = out.header.stamp.sec + out.header.stamp.nanosec * 1e-9
-        print(f"frame {stamp:.2f}: {len(out.detections)} boxes -> " +
+        print(f"frame {stamp:.2f}: {cloud_sizes.get(key, 0)} points, {len(out.detections)} boxes -> " +
               ", ".join(f"{label} {n}" for label, n in labels.most_common()))
     print(f"{len(outputs)} labelled frames; top-1 agrees with the bag's ground truth on {agree}/{total} "
           "encoded boxes" + (f" ({100.0 * agree / total:.1f} %)" if total else ""))
