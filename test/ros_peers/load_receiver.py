@@ -21,10 +21,11 @@ import zlib
 
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
-from rclpy.executors import ExternalShutdownException
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.serialization import deserialize_message
 from vision_msgs.msg import Detection3DArray, LabelInfo
+
+from blendclip_ros.ros.spin import spin_until_shutdown
 
 LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
 UNKNOWN = "unknown"
@@ -77,21 +78,13 @@ def main() -> int:
     rclpy.init()
     node = rclpy.create_node("load_receiver")
     recorder = Recorder(node, args.node)
-    matched = False
-    try:
-        while rclpy.ok():
-            rclpy.spin_once(node, timeout_sec=0.1)
-            if not matched and recorder.sub.get_publisher_count() > 0:
-                matched = True
-                print("matched", flush=True)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except RuntimeError:
-        if rclpy.ok():
-            raise
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
+    def report_match() -> None:
+        if recorder.sub.get_publisher_count() > 0:
+            print("matched", flush=True)
+            node.destroy_timer(match_timer)
+
+    match_timer = node.create_timer(0.1, report_match)
+    spin_until_shutdown(node)
     fields = ["received_ns", "stamp_ns", "detections", "labelled", "ids_crc32", "valid"]
     with open(args.out, "w") as f:
         json.dump({"fields": fields, "outputs": recorder.outputs, "diagnostics": recorder.diagnostics}, f)

@@ -14,11 +14,11 @@ import sys
 import time
 
 import rclpy
-from rclpy.executors import ExternalShutdownException
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import PointCloud2
 from vision_msgs.msg import Detection3DArray
 
+from blendclip_ros.ros.spin import spin_until_shutdown
 from blendclip_ros.ros.stamp_sync import Stamped, StampSynchronizer
 
 
@@ -43,16 +43,7 @@ def main() -> int:
         Stamped(_stamp_ns(m.header), time.monotonic_ns(), m))), qos_profile_sensor_data)
     node.create_subscription(Detection3DArray, "detections", lambda m: offer(sync.add_detections(
         Stamped(_stamp_ns(m.header), time.monotonic_ns(), m))), 10)
-    try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except RuntimeError:
-        if rclpy.ok():
-            raise
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
+    spin_until_shutdown(node)
     return 0
 
 
