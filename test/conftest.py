@@ -52,3 +52,15 @@ def ros_env() -> dict[str, str]:
     env["PYTHONUNBUFFERED"] = "1"
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH", "")]))
     return env
+
+
+@pytest.fixture(scope="module")
+def client(request, ros_env):
+    """An in-process rclpy node for one test module, with its own init and shutdown."""
+    import rclpy
+
+    rclpy.init()
+    node = rclpy.create_node(f"{request.module.__name__.rsplit('.', 1)[-1]}_client")
+    yield node
+    node.destroy_node()
+    rclpy.shutdown()

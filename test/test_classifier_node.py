@@ -47,15 +47,6 @@ def test_shipped_parameter_file_and_readme_table_are_generated_from_the_specs():
 
 
 @pytest.fixture(scope="module")
-def client():
-    rclpy.init()
-    node = rclpy.create_node("classifier_test_client")
-    yield node
-    node.destroy_node()
-    rclpy.shutdown()
-
-
-@pytest.fixture(scope="module")
 def classifier(ros_env):
     process = start_classifier(ros_env, "-p", "classify.min_points:=3", "-p", "publish_markers:=true")
     yield process

@@ -58,15 +58,6 @@ WAIT_S = 15.0
 
 
 @pytest.fixture(scope="module")
-def client():
-    rclpy.init()
-    node = rclpy.create_node("fuzz_client")
-    yield node
-    node.destroy_node()
-    rclpy.shutdown()
-
-
-@pytest.fixture(scope="module")
 def node_process(ros_env):
     process = start_classifier(ros_env, "-p", f"classify.min_points:={MIN_POINTS}", "-p", "diagnostics_period:=0.1",
                                "-r", f"points:={CLOUD_TOPIC}", "-r", f"detections:={DETS_TOPIC}", name=NODE)
