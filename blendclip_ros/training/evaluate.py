@@ -24,6 +24,7 @@ from torch.utils.data import Dataset, Subset
 from tqdm import tqdm
 
 from ..errors import ConfigError
+from .figures import save_figure
 from ..model.pointbert import BlendClipPointModel
 from ..text.bank import TextBank
 from ..text.prompts import PromptSet
@@ -185,10 +186,5 @@ def confusion_png(metrics: ZeroShotMetrics, path: str | os.PathLike, title: str 
     ax.set_title(title or f"top-1 {100 * metrics.top1:.1f} %, mean class {100 * metrics.mean_class_top1:.1f} % "
                  f"(n = {metrics.count})", fontsize=9)
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="share of the true class")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=110)
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError
+from .figures import save_figure
 from .trainer import load_history
 
 
@@ -41,12 +42,7 @@ def plot_runs(runs: dict[str, Path], path: Path, smooth: int = 25) -> Path:
     right.set_ylabel("zero-shot top-1 (%)")
     right.set_ylim(0, 100)
     right.legend(fontsize=7)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=100)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -30,6 +30,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from ..errors import ConfigError
+from .figures import save_figure
 from ..model.checkpoint import load_checkpoint, save_checkpoint
 from ..model.config import PointBertConfig
 from ..model.pointbert import BlendClipPointModel
@@ -338,11 +339,7 @@ def plot_history(history: list[EpochRecord], losses: list[float], path: Path, ti
     right.legend(fontsize=8)
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=100)
 
 
 def load_history(out_dir: Path) -> tuple[list[EpochRecord], list[float]]:
