@@ -5,11 +5,19 @@ from glob import glob
 from setuptools import find_packages, setup
 
 PACKAGE = "blendclip_ros"
+# Extras (ROS installs take the runtime's own dependencies from package.xml / rosdep).
+SIM_REQUIRES = ["numpy", "pillow", "tqdm", "matplotlib"]
+TRAIN_REQUIRES = SIM_REQUIRES + ["scipy", "nuscenes-devkit", "truckscenes-devkit"]
+TEST_REQUIRES = ["pytest", "pytest-timeout", "hypothesis"]
 
 setup(
     name=PACKAGE,
     version="0.1.0",
-    packages=find_packages(include=[PACKAGE, f"{PACKAGE}.*"]),
+    # blendclip_ros is the runtime (what a vehicle installs); blendclip_sim (simulated driving data) and
+    # blendclip_train (mining, curriculum pretraining, evaluation) ship in the same distribution and
+    # need the extras below. The runtime never imports either.
+    packages=find_packages(include=[PACKAGE, f"{PACKAGE}.*", "blendclip_sim", "blendclip_sim.*",
+                                    "blendclip_train", "blendclip_train.*"]),
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),
@@ -25,17 +33,21 @@ setup(
     maintainer_email="blendclip-ros@example.org",
     description="Open-vocabulary 3D object classification (BlendCLIP) as a ROS 2 node.",
     license="Apache-2.0",
-    tests_require=["pytest"],
+    extras_require={
+        "sim": SIM_REQUIRES,
+        "train": TRAIN_REQUIRES,
+        "test": TEST_REQUIRES,
+    },
     entry_points={
         "console_scripts": [
             "blendclip-classify = blendclip_ros.cli.classify:main",
             "blendclip-classifier = blendclip_ros.ros.classifier_node:main",
             "blendclip-bag-from-nuscenes = blendclip_ros.ros.bag_from_nuscenes:main",
             "blendclip-replay = blendclip_ros.ros.replay:main",
-            "blendclip-simulate = blendclip_ros.cli.simulate:main",
-            "blendclip-train = blendclip_ros.cli.train:main",
-            "blendclip-evaluate = blendclip_ros.cli.evaluate:main",
-            "blendclip-mine = blendclip_ros.cli.mine:main",
+            "blendclip-simulate = blendclip_sim.cli:main",
+            "blendclip-train = blendclip_train.cli.train:main",
+            "blendclip-evaluate = blendclip_train.cli.evaluate:main",
+            "blendclip-mine = blendclip_train.cli.mine:main",
             "blendclip-demo = blendclip_ros.demo:main",
         ],
     },

@@ -15,11 +15,11 @@ import time
 
 import numpy as np
 
-from blendclip_ros.sim.lidar import hdl32e
-from blendclip_ros.sim.mesh import merge, rot_z
-from blendclip_ros.sim.objects import make_object
-from blendclip_ros.sim.raycast import build_bvh, intersect, intersect_brute_force
-from blendclip_ros.sim.scene import generate_scene, simulate_frame
+from blendclip_sim.lidar import hdl32e
+from blendclip_sim.mesh import merge, rot_z
+from blendclip_sim.objects import make_object
+from blendclip_sim.raycast import build_bvh, intersect, intersect_brute_force
+from blendclip_sim.scene import generate_scene, simulate_frame
 
 
 def _best_of(fn, repeats: int) -> float:

@@ -5,7 +5,7 @@ Each benchmark gets a single-template set (``<name>.yaml``, template "point clou
 BlendCLIP outdoor prompt) and a 64-template set (``<name>_64.yaml``, the ULIP/OpenShape ensemble).
 Class orders are the benchmarks' label orders; underscores in names become spaces.
 
-    python scripts/make_prompt_sets.py [--data /work/shared/data] [--out config/prompts]
+    python scripts/make_prompt_sets.py [--data ../shared/data] [--out config/prompts]
 """
 
 from __future__ import annotations

@@ -8,11 +8,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from blendclip_ros.errors import ConfigError
-from blendclip_ros.sim.lidar import (BeamPattern, Instance, LidarSimulator, cast_scene, hdl32e, hdl64e, preset,
+from blendclip_sim.lidar import (BeamPattern, Instance, LidarSimulator, cast_scene, hdl32e, hdl64e, preset,
                                      vls128)
-from blendclip_ros.sim.mesh import box, merge, rot_z
-from blendclip_ros.sim.objects import CLASS_NAMES, make_object
-from blendclip_ros.sim.raycast import build_bvh, intersect, intersect_brute_force, moller_trumbore
+from blendclip_sim.mesh import box, merge, rot_z
+from blendclip_sim.objects import CLASS_NAMES, make_object
+from blendclip_sim.raycast import build_bvh, intersect, intersect_brute_force, moller_trumbore
 
 SENSOR_HEIGHT = 1.84
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from blendclip_ros.errors import ConfigError
-from blendclip_ros.sim.nuscenes_writer import sim_colormap, visibility_token, write_nuscenes
-from blendclip_ros.sim.scene import generate_scene, simulate_frame
+from blendclip_sim.nuscenes_writer import sim_colormap, visibility_token, write_nuscenes
+from blendclip_sim.scene import generate_scene, simulate_frame
 
 nuscenes = pytest.importorskip("nuscenes")
 

@@ -8,9 +8,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from blendclip_ros.errors import ConfigError
-from blendclip_ros.sim.mesh import box, merge
-from blendclip_ros.sim.objects import CLASS_NAMES, make_object, object_seed
-from blendclip_ros.sim.surface import sample_surface
+from blendclip_sim.mesh import box, merge
+from blendclip_sim.objects import CLASS_NAMES, make_object, object_seed
+from blendclip_sim.surface import sample_surface
 
 # plausible [l, w, h] ranges per class (nuScenes/TruckScenes annotation statistics, generous)
 SIZE_RANGES = {

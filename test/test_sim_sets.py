@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from blendclip_ros.errors import ConfigError, PointFileError
-from blendclip_ros.sim.object_sets import build_object_sets, lidar_view, load_object_set, write_object_sets
-from blendclip_ros.sim.objects import make_object
-from blendclip_ros.sim.lidar import hdl32e
+from blendclip_sim.object_sets import build_object_sets, lidar_view, load_object_set, write_object_sets
+from blendclip_sim.objects import make_object
+from blendclip_sim.lidar import hdl32e
 
 REPO = Path(__file__).resolve().parents[1]
 CLASSES = ("car", "pedestrian", "traffic cone", "bus")
@@ -85,7 +85,7 @@ def _digest(folder: Path) -> dict[str, str]:
 
 @pytest.mark.slow
 def test_bundled_demo_bag_regenerates_bit_for_bit(tmp_path):
-    from blendclip_ros.cli.simulate import main
+    from blendclip_sim.cli import main
 
     committed = REPO / "data" / "demo"
     assert committed.is_dir(), "data/demo is missing: run blendclip-simulate demo-bag"
@@ -121,7 +121,7 @@ def test_demo_bag_holds_clouds_and_matching_ground_truth():
 
 
 def test_compare_real_prints_both_distributions(nuscenes_frame, capsys):
-    from blendclip_ros.cli.simulate import main
+    from blendclip_sim.cli import main
 
     assert main(["compare-real", "--real", str(nuscenes_frame.lidar_path.with_name(
         "n015-2018-07-24-11-22-45+0800.pkl")), "--scenes", "1"]) == 0
@@ -130,7 +130,7 @@ def test_compare_real_prints_both_distributions(nuscenes_frame, capsys):
 
 
 def test_cli_help_and_errors(tmp_path, capsys):
-    from blendclip_ros.cli.simulate import main
+    from blendclip_sim.cli import main
 
     with pytest.raises(SystemExit):
         main(["--help"])

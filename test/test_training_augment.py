@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from blendclip_ros.errors import ConfigError
-from blendclip_ros.training.augment import AugmentConfig, augment_clouds, rotation_matrices
+from blendclip_train.augment import AugmentConfig, augment_clouds, rotation_matrices
 
 NONE = AugmentConfig(scale_low=1.0, scale_high=1.0, translate=0.0, tilt_sigma=0.0, full_yaw=False,
                      dropout_max=0.0)

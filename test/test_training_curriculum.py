@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from blendclip_ros.errors import ConfigError
-from blendclip_ros.training.curriculum import (CurriculumBatchSampler, mean_real_share, real_per_batch,
+from blendclip_train.curriculum import (CurriculumBatchSampler, mean_real_share, real_per_batch,
                                                real_share)
 
 

@@ -14,9 +14,9 @@ from blendclip_ros.model.config import PointBertConfig
 from blendclip_ros.model.pointbert import BlendClipPointModel
 from blendclip_ros.text.bank import TextBank
 from blendclip_ros.text.prompts import PromptClass, PromptSet
-from blendclip_ros.training.evaluate import (class_mapping, confusion_png, encode_dataset, evaluate_model,
+from blendclip_train.evaluate import (class_mapping, confusion_png, encode_dataset, evaluate_model,
                                              zero_shot_metrics)
-from blendclip_ros.training.triplets import REAL, TripletDataset
+from blendclip_train.triplets import REAL, TripletDataset
 from test.test_training_triplets import tiny_object_set
 
 LABELS = ["a", "b", "c", "d", "e", "f"]

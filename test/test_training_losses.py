@@ -12,9 +12,9 @@ from hypothesis import strategies as st
 from blendclip_ros.errors import ConfigError
 from blendclip_ros.model.config import PointBertConfig
 from blendclip_ros.model.pointbert import BlendClipPointModel
-from blendclip_ros.training.losses import (MAX_LOGIT_SCALE, clamp_logit_scale_, contrastive_loss,
+from blendclip_train.losses import (MAX_LOGIT_SCALE, clamp_logit_scale_, contrastive_loss,
                                            symmetric_infonce)
-from blendclip_ros.training.optim import WarmupCosine, build_optimizer, parameter_groups
+from blendclip_train.optim import WarmupCosine, build_optimizer, parameter_groups
 
 
 def _reference(a: torch.Tensor, b: torch.Tensor, scale: float) -> float:

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from blendclip_ros.errors import ConfigError
-from blendclip_ros.sim.object_sets import load_object_set
-from blendclip_ros.training.mining import (DETECTION_CLASSES, DETECTION_RANGE, MiningConfig, detection_class,
+from blendclip_sim.object_sets import load_object_set
+from blendclip_train.mining import (DETECTION_CLASSES, DETECTION_RANGE, MiningConfig, detection_class,
                                            mine_object_set, scene_sample_tokens)
-from blendclip_ros.training.triplets import REAL, TripletDataset
+from blendclip_train.triplets import REAL, TripletDataset
 
 pytest.importorskip("nuscenes")
 
@@ -20,8 +20,8 @@ pytest.importorskip("nuscenes")
 def dataset(tmp_path_factory):
     from nuscenes.nuscenes import NuScenes
 
-    from blendclip_ros.sim.nuscenes_writer import sim_colormap, write_nuscenes
-    from blendclip_ros.sim.scene import generate_scene
+    from blendclip_sim.nuscenes_writer import sim_colormap, write_nuscenes
+    from blendclip_sim.scene import generate_scene
 
     root = tmp_path_factory.mktemp("nus")
     write_nuscenes([generate_scene(3, duration=1.0), generate_scene(4, duration=0.5)], root, sweeps_per_keyframe=2)
@@ -124,7 +124,7 @@ def test_caption_mapping_and_split_selection(dataset):
 
 
 def test_cli_writes_a_set_the_trainer_reads(dataset, tmp_path, capsys):
-    from blendclip_ros.cli.mine import main
+    from blendclip_train.cli.mine import main
 
     root, _ = dataset
     captions = tmp_path / "captions.json"

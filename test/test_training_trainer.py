@@ -17,10 +17,10 @@ from blendclip_ros.model.config import PointBertConfig
 from blendclip_ros.model.pointbert import BlendClipPointModel
 from blendclip_ros.pipeline import ObjectClassifier
 from blendclip_ros.text.towers import MiniLMTextTower
-from blendclip_ros.training.augment import AugmentConfig
-from blendclip_ros.training.evaluate import encode_dataset
-from blendclip_ros.training.trainer import TrainConfig, caption_embeddings, iterations_for, load_history, train
-from blendclip_ros.training.triplets import SYNTHETIC, TripletDataset
+from blendclip_train.augment import AugmentConfig
+from blendclip_train.evaluate import encode_dataset
+from blendclip_train.trainer import TrainConfig, caption_embeddings, iterations_for, load_history, train
+from blendclip_train.triplets import SYNTHETIC, TripletDataset
 from test.test_training_triplets import SHAPES, tiny_object_set
 
 # mild augmentation so a few iterations can show learning
@@ -137,8 +137,8 @@ def test_caption_embeddings_are_cached_without_building_the_tower(run, workdir):
 
 
 def test_cli_train_float16_then_evaluate(workdir, capsys):
-    from blendclip_ros.cli.evaluate import main as evaluate_main
-    from blendclip_ros.cli.train import main as train_main
+    from blendclip_train.cli.evaluate import main as evaluate_main
+    from blendclip_train.cli.train import main as train_main
 
     out = workdir / "cli"
     code = train_main(["--synthetic", str(workdir / "cad.npz"), "--epochs", "1", "--iterations", "2",
@@ -163,8 +163,8 @@ def test_cli_train_float16_then_evaluate(workdir, capsys):
 
 
 def test_cli_errors_are_one_line_exit_2(workdir, capsys):
-    from blendclip_ros.cli.evaluate import main as evaluate_main
-    from blendclip_ros.cli.train import main as train_main
+    from blendclip_train.cli.evaluate import main as evaluate_main
+    from blendclip_train.cli.train import main as train_main
 
     assert train_main(["--synthetic", str(workdir / "cad.npz"), "--r-max", "0.3", "--out", str(workdir / "x")]) == 2
     assert "r_max" in capsys.readouterr().err

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from blendclip_ros.errors import ConfigError, PointFileError
-from blendclip_ros.sim.object_sets import ObjectSet, load_object_set
-from blendclip_ros.training.triplets import (REAL, SYNTHETIC, PooledTriplets, TripletDataset, collate)
+from blendclip_sim.object_sets import ObjectSet, load_object_set
+from blendclip_train.triplets import (REAL, SYNTHETIC, PooledTriplets, TripletDataset, collate)
 
 SHAPES = ("ball", "stick", "plate")
 

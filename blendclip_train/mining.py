@@ -30,11 +30,11 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 from tqdm import tqdm
 
-from ..data.nuscenes_frames import LIDAR_CHANNEL, nuscenes_frame, sample_tokens
-from ..errors import ConfigError
-from ..geometry.boxes import Boxes
-from ..geometry.crop import points_in_boxes
-from ..sim.object_sets import ObjectSet
+from blendclip_ros.data.nuscenes_frames import LIDAR_CHANNEL, nuscenes_frame, sample_tokens
+from blendclip_ros.errors import ConfigError
+from blendclip_ros.geometry.boxes import Boxes
+from blendclip_ros.geometry.crop import points_in_boxes
+from blendclip_sim.object_sets import ObjectSet
 
 if TYPE_CHECKING:
     from nuscenes.nuscenes import NuScenes

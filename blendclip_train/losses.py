@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..errors import ConfigError
+from blendclip_ros.errors import ConfigError
 
 MAX_LOGIT_SCALE = 100.0
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import ConfigError
+from blendclip_ros.errors import ConfigError
 from .mesh import Mesh
 
 _EPS = 1e-9

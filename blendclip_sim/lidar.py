@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..errors import ConfigError
+from blendclip_ros.errors import ConfigError
 from .mesh import Mesh
 from .raycast import MeshBVH, build_bvh, intersect
 

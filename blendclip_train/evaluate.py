@@ -23,11 +23,11 @@ import torch
 from torch.utils.data import Dataset, Subset
 from tqdm import tqdm
 
-from ..errors import ConfigError
+from blendclip_ros.errors import ConfigError
 from .figures import save_figure
-from ..model.pointbert import BlendClipPointModel
-from ..text.bank import TextBank
-from ..text.prompts import PromptSet
+from blendclip_ros.model.pointbert import BlendClipPointModel
+from blendclip_ros.text.bank import TextBank
+from blendclip_ros.text.prompts import PromptSet
 from .triplets import REAL, TripletDataset
 
 TOP_K = 5
@@ -145,10 +145,10 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, data: Sequence[str | os.P
                         max_points: int = 8192, cache_dir: str | os.PathLike | None = None,
                         text_tower: dict[str, Any] | None = None, progress: bool = False) -> ZeroShotMetrics:
     """Load a checkpoint and its text tower (or ``text_tower``), then :func:`evaluate_model`."""
-    from ..model.checkpoint import load_checkpoint
-    from ..text.bank import build_text_bank
-    from ..text.prompts import load_prompt_set
-    from ..text.towers import make_text_tower, resolve_device
+    from blendclip_ros.model.checkpoint import load_checkpoint
+    from blendclip_ros.text.bank import build_text_bank
+    from blendclip_ros.text.prompts import load_prompt_set
+    from blendclip_ros.text.towers import make_text_tower, resolve_device
 
     dev = resolve_device(device)
     prompt_set = prompts if isinstance(prompts, PromptSet) else load_prompt_set(prompts)

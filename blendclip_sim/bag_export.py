@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..bags.writer import BagWriter
+from blendclip_ros.bags.writer import BagWriter
 from .nuscenes_writer import BASE_TIMESTAMP_US
 from .scene import LIDAR_MOUNT, Frame, generate_scene, simulate
 

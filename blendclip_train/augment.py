@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ..errors import ConfigError
+from blendclip_ros.errors import ConfigError
 
 
 @dataclass(frozen=True)

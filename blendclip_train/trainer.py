@@ -29,14 +29,14 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from ..errors import ConfigError
+from blendclip_ros.errors import ConfigError
 from .figures import save_figure
-from ..model.checkpoint import load_checkpoint, save_checkpoint
-from ..model.config import PointBertConfig
-from ..model.pointbert import BlendClipPointModel
-from ..text.bank import build_text_bank
-from ..text.prompts import PromptClass, PromptSet, load_prompt_set
-from ..text.towers import TextTower, file_digest, make_text_tower, resolve_device
+from blendclip_ros.model.checkpoint import load_checkpoint, save_checkpoint
+from blendclip_ros.model.config import PointBertConfig
+from blendclip_ros.model.pointbert import BlendClipPointModel
+from blendclip_ros.text.bank import build_text_bank
+from blendclip_ros.text.prompts import PromptClass, PromptSet, load_prompt_set
+from blendclip_ros.text.towers import TextTower, file_digest, make_text_tower, resolve_device
 from .augment import AugmentConfig, augment_clouds
 from .curriculum import CurriculumBatchSampler, mean_real_share
 from .evaluate import evaluate_model

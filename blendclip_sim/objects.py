@@ -11,7 +11,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..errors import ConfigError
+from blendclip_ros.errors import ConfigError
 from .mesh import Mesh, merge
 from .road_users import (build_animal, build_barrier, build_bicycle, build_motorcycle, build_pedestrian,
                          build_traffic_cone, build_traffic_sign)

@@ -11,18 +11,18 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import BlendClipError
+from blendclip_ros.errors import BlendClipError
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 DEMO_DIR = REPO / "data" / "demo"
 # distance bins (m) for the real-vs-simulated point-count comparison
 DISTANCE_BINS = (0.0, 15.0, 25.0, 40.0, 60.0, 100.0)
 
 
 def _cmd_scene(args: argparse.Namespace) -> None:
-    from ..sim.lidar import preset
-    from ..sim.nuscenes_writer import write_nuscenes
-    from ..sim.scene import generate_scene
+    from blendclip_sim.lidar import preset
+    from blendclip_sim.nuscenes_writer import write_nuscenes
+    from blendclip_sim.scene import generate_scene
 
     scenes = [generate_scene(args.seed + i, duration=args.duration, density=args.density) for i in range(args.scenes)]
     root = write_nuscenes(scenes, args.out, version=args.version, keyframe_hz=args.keyframe_hz,
@@ -34,7 +34,7 @@ def _cmd_scene(args: argparse.Namespace) -> None:
 def _cmd_demo_bag(args: argparse.Namespace) -> None:
     import shutil
 
-    from ..sim.bag_export import write_demo_bag
+    from blendclip_sim.bag_export import write_demo_bag
 
     out = Path(args.out)
     if out.exists():
@@ -48,7 +48,7 @@ def _cmd_demo_bag(args: argparse.Namespace) -> None:
 
 
 def _cmd_objects(args: argparse.Namespace) -> None:
-    from ..sim.object_sets import write_object_sets
+    from blendclip_sim.object_sets import write_object_sets
 
     n = 150 if args.quick else args.per_class
     paths = write_object_sets(args.out, seed=args.seed, n_per_class=n, test_fraction=args.test_fraction,
@@ -60,8 +60,8 @@ def _cmd_objects(args: argparse.Namespace) -> None:
 
 
 def _cmd_pictures(args: argparse.Namespace) -> None:
-    from ..sim.pictures import bev_picture, gallery_picture
-    from ..sim.scene import generate_scene, simulate_frame
+    from blendclip_sim.pictures import bev_picture, gallery_picture
+    from blendclip_sim.scene import generate_scene, simulate_frame
 
     out = Path(args.out)
     scene = generate_scene(args.seed, duration=3.0, name=f"demo-{args.seed}")
@@ -81,8 +81,8 @@ def point_count_table(distances: np.ndarray, counts: np.ndarray, bins=DISTANCE_B
 
 
 def _cmd_compare_real(args: argparse.Namespace) -> None:
-    from ..data.mmdet3d_info import load_mmdet3d_frame
-    from ..sim.scene import generate_scene, simulate_frame
+    from blendclip_ros.data.mmdet3d_info import load_mmdet3d_frame
+    from blendclip_sim.scene import generate_scene, simulate_frame
 
     real = load_mmdet3d_frame(args.real)
     keep = np.array([lab != "ignore" for lab in real.labels])
@@ -135,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--version", default="v1.0-sim", help="version folder name (default v1.0-sim)")
     s.set_defaults(func=_cmd_scene)
 
-    from ..sim.bag_export import DEMO_DURATION, DEMO_RATE_HZ, DEMO_SEED
+    from blendclip_sim.bag_export import DEMO_DURATION, DEMO_RATE_HZ, DEMO_SEED
 
     s = sub.add_parser("demo-bag", help="(re)generate the bundled MCAP demo bag, bit for bit")
     s.add_argument("--out", type=Path, default=DEMO_DIR, help=f"bag folder (default {DEMO_DIR})")

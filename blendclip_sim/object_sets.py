@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from ..errors import ConfigError, PointFileError
+from blendclip_ros.errors import ConfigError, PointFileError
 from .lidar import BeamPattern, Instance, LidarSimulator, hdl32e
 from .mesh import rot_z
 from .objects import CLASS_NAMES, SimObject, make_object, object_seed

@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 from tqdm import tqdm
 
-from ..errors import ConfigError
+from blendclip_ros.errors import ConfigError
 from .lidar import BeamPattern
 from .scene import LIDAR_MOUNT, Frame, Scene, simulate_frame
 

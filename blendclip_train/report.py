@@ -1,6 +1,6 @@
 """Compare training runs in one figure: loss per iteration and validation top-1 per epoch.
 
-``python -m blendclip_ros.training.report --run "CAD only=/tmp/a" --run "CAD + curriculum=/tmp/b"
+``python -m blendclip_train.report --run "CAD only=/tmp/a" --run "CAD + curriculum=/tmp/b"
 --out docs/images/training_curves.png`` (each run folder holds the trainer's ``history.json``).
 """
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ConfigError
+from blendclip_ros.errors import ConfigError
 from .figures import save_figure
 from .trainer import load_history
 

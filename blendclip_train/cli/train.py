@@ -61,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def config_from_args(args: argparse.Namespace):
-    from blendclip_ros.training.trainer import TrainConfig
+    from blendclip_train.trainer import TrainConfig
 
     if args.text_tower == "minilm":
         if args.text_weights is not None:
@@ -81,7 +81,7 @@ def config_from_args(args: argparse.Namespace):
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from blendclip_ros.training.trainer import train
+    from blendclip_train.trainer import train
 
     config = config_from_args(args)
     if args.threads is not None:

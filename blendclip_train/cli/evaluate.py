@@ -36,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from blendclip_ros.training.evaluate import confusion_png, evaluate_checkpoint
+    from blendclip_train.evaluate import confusion_png, evaluate_checkpoint
 
     tower = None
     if args.text_tower == "minilm":

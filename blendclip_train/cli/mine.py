@@ -47,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     from blendclip_ros.data.nuscenes_frames import open_nuscenes
-    from blendclip_ros.training.mining import DETECTION_CLASSES, MiningConfig, mine_object_set, scene_sample_tokens
+    from blendclip_train.mining import DETECTION_CLASSES, MiningConfig, mine_object_set, scene_sample_tokens
 
     if args.out.suffix != ".npz":
         raise UsageError(f"--out: expected a .npz file name, got {args.out.name!r}")

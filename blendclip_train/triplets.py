@@ -21,9 +21,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..errors import ConfigError, PointFileError
-from ..geometry.preprocess import preprocess_crops
-from ..sim.object_sets import ObjectSet, load_object_set
+from blendclip_ros.errors import ConfigError, PointFileError
+from blendclip_ros.geometry.preprocess import preprocess_crops
+from blendclip_sim.object_sets import ObjectSet, load_object_set
 
 SYNTHETIC, REAL = 0, 1
 DOMAIN_NAMES = ("synthetic", "real")

@@ -6,7 +6,7 @@ Epoch 0 is synthetic only; from epoch 1 the real share ramps linearly,
 then shuffled; the draws of epoch ``e`` come from a generator seeded with ``seed + e``.
 ``static=True`` uses ``r_max`` from epoch 0 (the constant-ratio ablation).
 
-Indices address a :class:`~blendclip_ros.training.triplets.PooledTriplets`: synthetic
+Indices address a :class:`~blendclip_train.triplets.PooledTriplets`: synthetic
 ``0 .. n_synthetic-1``, real ``n_synthetic .. n_synthetic + n_real - 1``.
 """
 
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch.utils.data import Sampler
 
-from ..errors import ConfigError
+from blendclip_ros.errors import ConfigError
 
 
 def real_share(epoch: int, epochs: int, r_max: float, static: bool = False) -> float:

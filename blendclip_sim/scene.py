@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from tqdm import tqdm
 
-from ..errors import ConfigError
+from blendclip_ros.errors import ConfigError
 from .lidar import BeamPattern, Instance, LidarSimulator, hdl32e
 from .mesh import rot_z
 from .objects import SimObject, make_object, object_seed

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import ConfigError
+from blendclip_ros.errors import ConfigError
 from .mesh import Mesh
 
 

@@ -1,0 +1,1 @@
+"""Console scripts of the trainer: ``blendclip-train``, ``blendclip-evaluate``, ``blendclip-mine``."""
