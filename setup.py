@@ -7,7 +7,7 @@ from setuptools import find_packages, setup
 PACKAGE = "blendclip_ros"
 # Extras (ROS installs take the runtime's own dependencies from package.xml / rosdep).
 SIM_REQUIRES = ["numpy", "pillow", "tqdm", "matplotlib"]
-TRAIN_REQUIRES = SIM_REQUIRES + ["scipy", "nuscenes-devkit", "truckscenes-devkit"]
+TRAIN_REQUIRES = SIM_REQUIRES + ["scipy", "h5py", "tensorboard", "nuscenes-devkit", "truckscenes-devkit"]
 TEST_REQUIRES = ["pytest", "pytest-timeout", "hypothesis"]
 
 setup(
