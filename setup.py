@@ -48,6 +48,8 @@ setup(
             "blendclip-train = blendclip_train.cli.train:main",
             "blendclip-evaluate = blendclip_train.cli.evaluate:main",
             "blendclip-mine = blendclip_train.cli.mine:main",
+            "blendclip-convert = blendclip_train.cli.convert:main",
+            "blendclip-embed = blendclip_train.cli.embed:main",
             "blendclip-demo = blendclip_ros.demo:main",
         ],
     },

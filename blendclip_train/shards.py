@@ -23,6 +23,7 @@ rotated at conversion), ``frame`` (how points are expressed) and ``info`` (JSON 
 Frozen embeddings live beside the shards, one sidecar per shard and text/image tower:
 ``<folder>/embeddings/<key>/<shard name>`` with ``text`` ``(T, D)`` and ``image`` ``(M, D)`` rows
 aligned with the shard's ``captions`` and ``images``, ``key`` = ``<tower>-<weights digest[:12]>``.
+A zero-length image entry is a view published only as an embedding (its sidecar row holds it).
 
 Why HDF5: random access to any sample by (shard, row) is what the curriculum sampler, exact
 resume (a position is an index, not a stream offset) and multi-node reading (every rank opens
