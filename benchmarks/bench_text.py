@@ -2,7 +2,7 @@
 """Text-bank load time: cold (build the tower, encode every prompt) vs warm (on-disk cache hit).
 
 Towers: the bundled MiniLM and a random-init open_clip ViT-B-16 text tower (same cost as the
-real DataComp weights). Prompt sets: nuScenes (10 classes x 1 template, with synonyms) and
+real DataComp weights). Prompt sets: nuScenes (10 classes x 1 template, label names only as the release) and
 ModelNet40 with the 64-template ensemble (2,560 prompts). The baseline of each ratio is the
 cold load measured in the same run; a fresh tower object is built for every measurement, and
 the warm run checks that its network was never built. Library imports happen before timing.

@@ -16,7 +16,7 @@ from .classifier import Prediction, ZeroShotClassifier
 from .errors import ConfigError, PointCloudError
 from .geometry.boxes import Boxes
 from .geometry.crop import points_in_boxes
-from .geometry.preprocess import preprocess_crops
+from .geometry.preprocess import RELEASE_CONVENTION, InputConvention, preprocess_crops
 from .model.checkpoint import RELEASE, load_checkpoint
 from .model.config import PointBertConfig
 from .model.pointbert import BlendClipPointModel
@@ -44,17 +44,21 @@ class ObjectClassifier:
     """Zero-shot classification of the objects in boxes of one point cloud.
 
     Boxes with fewer than ``min_points`` points are not encoded (``unknown``, empty top-k).
-    ``max_points`` caps each crop (farthest point sampling, see ``geometry.preprocess``);
-    ``margin`` grows every box face (metres); ``rotate_to_box`` expresses crops in the box
+    Crops are prepared as the model family's authors prepare theirs (``convention``, default
+    the model's ``input_convention``: points, normalisation, up-axis, colour; see
+    ``geometry.preprocess``); ``max_points`` (0 or ``None``: the convention's count) caps each
+    crop; ``margin`` grows every box face (metres); ``rotate_to_box`` expresses crops in the box
     frame instead of the sensor axes.
     """
 
     def __init__(self, model: BlendClipPointModel, bank: TextBank, *, device: str | torch.device = "cpu",
-                 max_points: int = 8192, min_points: int = 1, margin: float = 0.0, top_k: int = 3,
+                 max_points: int | None = None, min_points: int = 1, margin: float = 0.0, top_k: int = 3,
                  score_threshold: float = 0.0, rotate_to_box: bool = False,
                  unknown_label: str = "unknown", tower: TextTower | None = None,
-                 cache_dir: str | Path | None = None, description: str = "") -> None:
+                 cache_dir: str | Path | None = None, description: str = "",
+                 convention: InputConvention | None = None) -> None:
         self.device = resolve_device(device)
+        self.convention = convention or getattr(model, "input_convention", RELEASE_CONVENTION)
         self.tower = tower  # kept to re-encode new prompt sets (set_prompts)
         self.cache_dir = cache_dir
         self.description = description or f"point model {model.config.embed_dim}-d + {bank.tower_name}"
@@ -62,12 +66,10 @@ class ObjectClassifier:
         if bank.dim != embed_dim:
             raise ConfigError(f"bank: {bank.dim}-d text embeddings ({bank.tower_name}) but the point "
                               f"model projects to {embed_dim}-d")
-        if not 1 <= int(max_points) <= model.config.max_points:
-            raise ConfigError(f"max_points: must be in 1..{model.config.max_points}, got {max_points!r}")
         if not math.isfinite(float(margin)):
             raise ConfigError(f"margin: must be finite, got {margin!r}")
         self.model = model.to(self.device).eval()
-        self.max_points = int(max_points)
+        self.max_points = self._check_max_points(max_points)
         self.margin = float(margin)
         self.rotate_to_box = bool(rotate_to_box)
         scale = min(math.exp(float(model.logit_scale.detach())), MAX_LOGIT_SCALE)
@@ -94,9 +96,7 @@ class ObjectClassifier:
                box_margin: float | None = None) -> None:
         """Change the live settings; each one takes effect from the next ``classify``."""
         if max_points is not None:
-            if not 1 <= int(max_points) <= self.model.config.max_points:
-                raise ConfigError(f"max_points: must be in 1..{self.model.config.max_points}, got {max_points!r}")
-            self.max_points = int(max_points)
+            self.max_points = self._check_max_points(max_points)
         if box_margin is not None:
             if not math.isfinite(float(box_margin)):
                 raise ConfigError(f"box_margin: must be finite, got {box_margin!r}")
@@ -108,6 +108,14 @@ class ObjectClassifier:
                 score_threshold=current.score_threshold if score_threshold is None else score_threshold,
                 min_points=current.min_points if min_points is None else min_points,
                 unknown_label=current.unknown_label)
+
+    def _check_max_points(self, max_points: int | None) -> int:
+        """``max_points`` validated against the model (0 or ``None``: the convention's count)."""
+        limit = self.model.config.max_points
+        value = int(max_points) if max_points else min(self.convention.num_points, limit)
+        if not 1 <= value <= limit:
+            raise ConfigError(f"max_points: must be in 1..{limit}, got {max_points!r}")
+        return value
 
     def release_cached_memory(self) -> None:
         """Return cached accelerator memory to the driver (no-op on CPU)."""
@@ -129,7 +137,8 @@ class ObjectClassifier:
         embeddings = torch.zeros(len(index_lists), self.model.config.embed_dim, device=self.device)
         if encoded.size:
             crops = preprocess_crops(points, [index_lists[i] for i in encoded], boxes.subset(encoded),
-                                     max_points=self.max_points, rotate_to_box=self.rotate_to_box)
+                                     max_points=self.max_points, rotate_to_box=self.rotate_to_box,
+                                     convention=self.convention)
             clouds = [torch.from_numpy(np.ascontiguousarray(c, dtype=np.float32)) for c in crops]
             with torch.inference_mode():
                 embeddings[torch.from_numpy(encoded).to(self.device)] = self.model.encode(clouds)

@@ -239,7 +239,10 @@ def test_pipeline_rejects_mismatched_parts(nuscenes_bank):
         pipe.classify(np.zeros((10, 2), np.float32), Boxes.empty())
     assert pipe.classify(np.zeros((10, 3), np.float32), Boxes.empty()) == []
     with pytest.raises(ConfigError, match="max_points"):
-        ObjectClassifier(tiny_model(), nuscenes_bank, max_points=0)
+        ObjectClassifier(tiny_model(), nuscenes_bank, max_points=-1)
+    with pytest.raises(ConfigError, match="max_points"):
+        ObjectClassifier(tiny_model(), nuscenes_bank, max_points=10000)  # above the model's 8192
+    assert ObjectClassifier(tiny_model(), nuscenes_bank, max_points=0).max_points == 8192  # the family's
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU fallback")

@@ -357,3 +357,41 @@ def test_real_nuscenes_objects_encode_consistently(tiny_model, nuscenes_frame):
         alone = torch.cat([tiny_model.encode([c]) for c in clouds[:8]])
     torch.testing.assert_close(packed, reference, atol=1e-5, rtol=0)
     torch.testing.assert_close(packed[:8], alone, atol=1e-5, rtol=0)
+
+
+# --- random-start FPS in evaluation (the release's --test_repeat) ----------------------------
+
+def test_eval_random_start_is_seeded_and_repeats_average_over_starts(tiny_model):
+    from blendclip_ros.model.interface import encode_random_starts
+
+    clouds = [_cloud(n, seed) for seed, n in enumerate([40, 300, 1500])]
+    with torch.no_grad():
+        fixed = tiny_model.encode(clouds)
+        assert torch.equal(fixed, tiny_model.encode(clouds))  # deterministic default
+        runs = encode_random_starts(tiny_model, clouds, 3, seed=10)
+        assert runs.shape == (3, 3, TINY.embed_dim)
+        again = tiny_model.encode(clouds, generator=torch.Generator().manual_seed(11), random_start=True)
+    torch.testing.assert_close(runs[1], again)
+    assert not torch.allclose(runs[0], runs[1]) and not torch.allclose(runs[0], fixed)
+    assert not tiny_model.training
+    with pytest.raises(ConfigError, match="repeats"):
+        encode_random_starts(tiny_model, clouds, 0)
+
+
+def test_six_channel_clouds_and_pointnet2_origin_skip():
+    config = PointBertConfig.from_dict({**TINY.to_dict(), "in_channels": 6, "fps_skip_near_origin": 1e-3})
+    torch.manual_seed(0)
+    model = BlendClipPointModel(config).eval()
+    xyz = _cloud(200, 3)
+    rgb = torch.full((200, 3), 0.4)
+    with torch.no_grad():
+        grey = model.encode([torch.cat([xyz, rgb], 1)])
+        red = model.encode([torch.cat([xyz, rgb * torch.tensor([2.0, 0.0, 0.0])], 1)])
+    assert grey.shape == (1, config.embed_dim) and not torch.allclose(grey, red)
+    with pytest.raises(PointCloudError, match=r"\(N, 6\)"):
+        model.encode([xyz])
+    points = torch.tensor([[[1.0, 0, 0], [0.01, 0, 0], [-1.0, 0, 0], [0, 0.5, 0]]])
+    lengths, counts = torch.tensor([4]), torch.tensor([4])
+    picked = farthest_point_sample(points, lengths, counts, skip_near_origin=1e-3)[0].tolist()
+    assert picked == [0, 2, 3, 0]  # the point near the origin is never a centre; then point 0 repeats
+    assert farthest_point_sample(points, lengths, counts)[0].tolist() == [0, 2, 3, 1]

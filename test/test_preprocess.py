@@ -10,14 +10,16 @@ from hypothesis.extra.numpy import arrays
 from pyquaternion import Quaternion
 from scipy.spatial.distance import cdist
 
-from blendclip_ros.errors import ConfigError
+from blendclip_ros.errors import ConfigError, PointCloudError
 from blendclip_ros.geometry.boxes import Boxes
 from blendclip_ros.geometry.crop import points_in_boxes
 from blendclip_ros.geometry.preprocess import (
+    InputConvention,
     center_points,
     farthest_point_indices,
     preprocess_crop,
     preprocess_crops,
+    resample_up,
     rotate_into_box_frame,
     sample_points,
     scale_to_unit_sphere,
@@ -76,14 +78,73 @@ def test_empty_and_non_finite_rows():
     assert preprocess_crop(np.full((3, 3), np.nan)).shape == (0, 3)
 
 
-def test_large_crop_is_farthest_point_sampled_to_the_cap():
+SAMPLE_FIRST = InputConvention(order="sample_then_normalize")
+
+
+def release_reference(points: np.ndarray, npoints: int, seed: int) -> np.ndarray:
+    """The release's loader from its description: pc_normalize the whole crop, then FPS from a
+    seeded start (float32 distances, first max), no re-centring."""
+    xyz = points[:, :3].astype(np.float64)
+    xyz = xyz - xyz.mean(0)
+    xyz = xyz / np.linalg.norm(xyz, axis=1).max()
+    if len(xyz) <= npoints:
+        return xyz
+    start = int(np.random.default_rng(seed).integers(len(xyz)))
+    flat = xyz.astype(np.float32)
+    nearest = np.full(len(flat), np.inf, dtype=np.float32)
+    chosen = [start]
+    for _ in range(npoints - 1):
+        nearest = np.minimum(nearest, ((flat - flat[chosen[-1]]) ** 2).sum(1))
+        chosen.append(int(np.argmax(nearest)))
+    return xyz[chosen]
+
+
+def test_large_crop_is_normalised_whole_then_sampled_without_recentring():
+    """Above the cap the release normalises the whole crop, then samples, and does not re-centre."""
     rng = np.random.default_rng(1)
-    points = rng.uniform(-3, 3, (9000, 3)).astype(np.float32)
-    crop = preprocess_crop(points)  # default cap 8192
-    assert crop.shape == (8192, 3)
-    assert_normalised(crop)
+    points = rng.normal([30.0, 4.0, 1.0], [4.0, 1.2, 0.8], (9000, 3)).astype(np.float32)
+    crop = preprocess_crop(points, max_points=1024, seed=3)
+    assert crop.shape == (1024, 3)
+    np.testing.assert_allclose(crop, release_reference(points, 1024, 3), atol=2e-6)
+    assert np.abs(crop.mean(0)).max() > 1e-3  # not re-centred
+    assert np.linalg.norm(crop, axis=1).max() <= 1.0 + 1e-6
+    sample_first = preprocess_crop(points, max_points=1024, seed=3, convention=SAMPLE_FIRST)
+    assert_normalised(sample_first)
     small = preprocess_crop(points[:8192])
     assert small.shape == (8192, 3)  # at the cap: no sampling
+    assert_normalised(small)
+
+
+def test_sparse_crops_are_resampled_up_when_the_family_does():
+    rng = np.random.default_rng(4)
+    points = rng.normal(size=(100, 3))
+    convention = InputConvention(num_points=1000, resample_up=True, order="sample_then_normalize")
+    crop = preprocess_crop(points, convention=convention)
+    assert crop.shape == (1000, 3)
+    ratio = cdist(crop[:100], crop[:100])[np.triu_indices(100, 1)] / cdist(points, points)[np.triu_indices(100, 1)]
+    np.testing.assert_allclose(ratio, ratio[0], rtol=1e-5)  # every point kept, in order, one scale
+    assert np.linalg.norm(crop, axis=1).max() == pytest.approx(1.0, rel=1e-6)
+    rows = {tuple(r) for r in np.round(crop[:100], 5)}
+    assert {tuple(r) for r in np.round(crop[100:], 5)} <= rows
+    assert resample_up(np.zeros((0, 3)), 10).shape == (0, 3)
+    assert preprocess_crop(np.zeros((0, 4)), convention=convention).shape == (0, 3)
+
+
+def test_y_up_families_get_rotated_crops_with_gray_or_intensity_colour():
+    rng = np.random.default_rng(5)
+    points = np.column_stack([rng.normal(size=(50, 3)), rng.uniform(0, 255, 50)])
+    gray = InputConvention(up_axis="y", channels=6, order="sample_then_normalize")
+    crop = preprocess_crop(points, convention=gray)
+    assert crop.shape == (50, 6) and crop.dtype == np.float32
+    z_up = preprocess_crop(points, convention=SAMPLE_FIRST)
+    np.testing.assert_allclose(crop[:, :3], np.column_stack([z_up[:, 0], z_up[:, 2], -z_up[:, 1]]), atol=1e-6)
+    np.testing.assert_array_equal(crop[:, 3:], 0.4)
+    lit = preprocess_crop(points, convention=gray.replace(colour="intensity"))
+    np.testing.assert_allclose(lit[:, 3:], np.repeat(points[:, 3:4] / 255.0, 3, axis=1), atol=1e-6)
+    with pytest.raises(PointCloudError, match="intensity"):
+        preprocess_crop(points[:, :3], convention=gray.replace(colour="intensity"))
+    with pytest.raises(ConfigError, match="up_axis"):
+        InputConvention(up_axis="x")
 
 
 def test_farthest_point_indices_match_the_definition():
@@ -165,7 +226,7 @@ def test_batched_crops_equal_single_crops_on_the_real_sweep(nuscenes_frame):
                                      rotate_to_box=rotate, max_points=256)
             np.testing.assert_array_equal(batch[i], single)
             assert batch[i].shape == (min(len(idx), 256), 3)
-            if len(idx) > 1:
+            if 1 < len(idx) <= 256:  # above the cap: normalised before sampling, not re-centred
                 assert_normalised(batch[i])
     assert preprocess_crops(nuscenes_frame.points, [], Boxes.empty()) == []
     with pytest.raises(ValueError, match="boxes"):

@@ -63,7 +63,12 @@ def test_outdoor_prompt_sets_keep_the_blendclip_label_order(name, labels):
     assert single.labels == labels and ensemble.labels == labels
     assert single.templates == ("point cloud of a {}.",)
     assert len(ensemble.templates) == 64 and len(set(ensemble.templates)) == 64
-    classes = {c.name: c for c in single.classes}
+    # The release embeds "point cloud of a {}." with the label names only.
+    assert single.texts() == [[f"point cloud of a {label}."] for label in labels]
+    assert all(not c.synonyms for c in ensemble.classes)
+    variant = load_prompt_set(f"{name}_synonyms")
+    assert variant.labels == labels and variant.templates == single.templates
+    classes = {c.name: c for c in variant.classes}
     assert "person" in classes["pedestrian"].synonyms and "cone" in classes["traffic cone"].synonyms
 
 

@@ -39,7 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", help="cpu or cuda (falls back to cpu with a warning)")
     p.add_argument("--top-k", type=positive_int, default=3)
     p.add_argument("--min-points", type=positive_int, default=1, help="boxes with fewer points are 'unknown'")
-    p.add_argument("--max-points", type=positive_int, default=8192, help="points per crop after sampling")
+    p.add_argument("--max-points", type=positive_int, default=None,
+                   help="points per crop after sampling (default: the model family's count, 8192 for BlendCLIP)")
     p.add_argument("--margin", type=float, default=0.0, help="grow every box face by this many metres")
     p.add_argument("--score-threshold", type=float, default=0.0, help="top-1 probability below -> 'unknown'")
     p.add_argument("--seed", type=int, default=0, help="seed of the random-init encoder")

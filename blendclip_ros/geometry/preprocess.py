@@ -1,25 +1,98 @@
-"""BlendCLIP crop preprocessing: box-frame rotation, point sampling, unit-sphere normalisation.
+"""Crop preprocessing: box-frame rotation, up-axis, colour channels, point sampling, normalisation.
 
-A crop becomes the encoder's input as in BlendCLIP: keep the finite xyz rows, optionally
-rotate them into the box frame, reduce clouds above ``max_points`` by farthest point
-sampling (random start), then centre on the mean and scale so that the farthest point lies
-at radius 1. Crops at or below the cap are neither sampled nor padded.
+A crop becomes an encoder's input as the model family's authors prepare theirs (an
+:class:`InputConvention`): keep the finite rows, optionally rotate them into the box frame, turn
+REP-103 z-up axes into the family's up-axis, add colour channels where the family takes them
+(LiDAR has none: a constant gray, or the intensity), then
+
+* ``normalize_then_sample`` (the BlendCLIP release): centre the whole crop on its mean, scale
+  its farthest point to radius 1, then reduce clouds above the cap by farthest point sampling
+  (random start), without re-centring;
+* ``sample_then_normalize`` (ULIP-2, OpenShape, Uni3D evaluations): sample first, then
+  normalise what was kept.
+
+Families that always take a fixed number of points also resample sparse crops up to it (every
+point kept, plus random duplicates).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
-from typing import Literal
+from dataclasses import dataclass
+from typing import Any, Literal, Mapping
 
 import numpy as np
 from numpy.typing import ArrayLike
 from scipy.spatial.transform import Rotation
 
-from ..errors import ConfigError
+from ..errors import ConfigError, PointCloudError
 from .boxes import Boxes
 
 SamplingMethod = Literal["fps", "random"]
 DEFAULT_MAX_POINTS = 8192
+ORDERS = ("normalize_then_sample", "sample_then_normalize")
+UP_AXES = ("z", "y")
+COLOURS = ("gray", "intensity")
+
+
+def _check_count(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ConfigError(f"{name}: expected a positive integer, got {value!r}")
+
+
+@dataclass(frozen=True)
+class InputConvention:
+    """How one model family wants its input clouds.
+
+    ``num_points``: the cap (and, with ``resample_up``, the exact count) of points per cloud;
+    ``order``: normalise before or after sampling; ``up_axis``: ``"y"`` rotates REP-103 z-up
+    crops to y-up as ``(x, y, z) -> (x, z, -y)``; ``channels``: 3 (xyz) or 6 (xyz + rgb in
+    [0, 1]); ``colour``: rgb from a constant ``gray`` or from the point column
+    ``intensity_column`` divided by ``intensity_scale`` (clipped to [0, 1]).
+    """
+
+    num_points: int = DEFAULT_MAX_POINTS
+    resample_up: bool = False
+    order: str = "normalize_then_sample"
+    up_axis: str = "z"
+    channels: int = 3
+    colour: str = "gray"
+    gray: float = 0.4
+    intensity_column: int = 3
+    intensity_scale: float = 255.0
+
+    def __post_init__(self) -> None:
+        _check_count("num_points", self.num_points)
+        for name, value, allowed in (("order", self.order, ORDERS), ("up_axis", self.up_axis, UP_AXES),
+                                     ("colour", self.colour, COLOURS), ("channels", self.channels, (3, 6))):
+            if value not in allowed:
+                raise ConfigError(f"{name}: expected one of {list(allowed)}, got {value!r}")
+        if not 0.0 <= float(self.gray) <= 1.0:
+            raise ConfigError(f"gray: expected a value in [0, 1], got {self.gray!r}")
+        if not float(self.intensity_scale) > 0:
+            raise ConfigError(f"intensity_scale: expected a positive number, got {self.intensity_scale!r}")
+        if int(self.intensity_column) < 3:
+            raise ConfigError(f"intensity_column: expected a column >= 3, got {self.intensity_column!r}")
+
+    def replace(self, **changes: Any) -> InputConvention:
+        """A copy with some fields changed (validated)."""
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> InputConvention:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"{unknown[0]}: unknown input-convention key (known: {sorted(known)})")
+        return cls(**data)
+
+
+#: The BlendCLIP release: xyz, normalise the whole crop, FPS down to 8192, no re-centring.
+RELEASE_CONVENTION = InputConvention()
 
 
 def _xyz64(points: ArrayLike) -> np.ndarray:
@@ -53,6 +126,11 @@ def rotate_into_box_frame(points: ArrayLike, center: ArrayLike, quaternion: Arra
     return (_xyz64(points) - np.asarray(center, dtype=np.float64).reshape(3)) @ rotation
 
 
+def z_up_to_y_up(xyz: np.ndarray) -> np.ndarray:
+    """REP-103 z-up coordinates as a y-up frame: ``(x, y, z) -> (x, z, -y)`` (a rotation about x)."""
+    return np.stack([xyz[:, 0], xyz[:, 2], -xyz[:, 1]], axis=1)
+
+
 def farthest_point_indices(points: ArrayLike, count: int, seed: int | None = None) -> np.ndarray:
     """Indices of ``count`` points chosen by farthest point sampling from a random start.
 
@@ -84,8 +162,7 @@ def farthest_point_indices(points: ArrayLike, count: int, seed: int | None = Non
 
 
 def _check_sampling(max_points: int, method: str) -> None:
-    if isinstance(max_points, bool) or not isinstance(max_points, (int, np.integer)) or max_points < 1:
-        raise ConfigError(f"max_points: expected a positive integer, got {max_points!r}")
+    _check_count("max_points", max_points)
     if method not in ("fps", "random"):
         raise ConfigError(f"method: expected 'fps' or 'random', got {method!r}")
 
@@ -105,33 +182,38 @@ def sample_points(
     return points[np.sort(keep)]
 
 
+def resample_up(points: np.ndarray, count: int, seed: int | None = None) -> np.ndarray:
+    """``points`` followed by random duplicates of its rows up to ``count`` rows (empty stays empty)."""
+    points = np.asarray(points)
+    if len(points) == 0 or len(points) >= count:
+        return points
+    extra = np.random.default_rng(seed).integers(len(points), size=count - len(points))
+    return np.concatenate([points, points[extra]])
+
+
 def preprocess_crop(
     points: ArrayLike,
     box: Boxes | None = None,
     *,
     rotate_to_box: bool = False,
-    max_points: int = DEFAULT_MAX_POINTS,
+    max_points: int | None = None,
     method: SamplingMethod = "fps",
     seed: int | None = 0,
+    convention: InputConvention = RELEASE_CONVENTION,
 ) -> np.ndarray:
-    """One crop as BlendCLIP's encoder input: ``(K, 3)`` float32 with mean 0 and max radius 1.
+    """One crop as a model's input: ``(K, channels)`` float32 (see :func:`preprocess_crops`).
 
     Non-finite rows are dropped; ``rotate_to_box`` expresses the points in the frame of
-    ``box`` (a single-box :class:`Boxes`). ``K = min(finite rows, max_points)``; a single
-    point becomes the origin and an empty crop gives ``(0, 3)``.
+    ``box`` (a single-box :class:`Boxes`). A single point becomes the origin and an empty crop
+    gives ``(0, channels)``.
     """
-    xyz = _xyz64(points)
+    array = np.asarray(points)
+    if array.ndim != 2 or array.shape[1] < 3:
+        raise ValueError(f"points: expected shape (N, >=3), got {array.shape}")
     if rotate_to_box and (box is None or len(box) != 1):
         raise ValueError("box: rotate_to_box needs a Boxes holding exactly one box")
-    return preprocess_crops(
-        xyz,
-        [np.arange(len(xyz))],
-        box,
-        rotate_to_box=rotate_to_box,
-        max_points=max_points,
-        method=method,
-        seed=seed,
-    )[0]
+    return preprocess_crops(array, [np.arange(len(array))], box, rotate_to_box=rotate_to_box,
+                            max_points=max_points, method=method, seed=seed, convention=convention)[0]
 
 
 def preprocess_crops(
@@ -140,29 +222,69 @@ def preprocess_crops(
     boxes: Boxes | None = None,
     *,
     rotate_to_box: bool = False,
-    max_points: int = DEFAULT_MAX_POINTS,
+    max_points: int | None = None,
     method: SamplingMethod = "fps",
     seed: int | None = 0,
+    convention: InputConvention = RELEASE_CONVENTION,
 ) -> list[np.ndarray]:
-    """:func:`preprocess_crop` for each crop ``points[index_lists[i]]`` (box ``i`` of ``boxes``).
+    """Each crop ``points[index_lists[i]]`` (box ``i`` of ``boxes``) as ``convention`` wants it.
 
-    Every crop uses the same ``seed``, so a crop's result does not depend on its position
-    in the batch. The centring and scaling run once over all crops together.
+    ``max_points`` (default ``convention.num_points``) caps the crop; with
+    ``convention.resample_up`` sparser crops are filled up to it. Every crop uses the same
+    ``seed``, so a crop's result does not depend on its position in the batch. Normalisation
+    runs once over all crops together.
     """
-    _check_sampling(max_points, method)
+    cap = convention.num_points if max_points is None else max_points
+    _check_sampling(cap, method)
     cloud = np.asarray(points)
     if cloud.ndim != 2 or cloud.shape[1] < 3:
         raise ValueError(f"points: expected shape (N, >=3), got {cloud.shape}")
     if rotate_to_box and (boxes is None or len(boxes) != len(index_lists)):
         raise ValueError("boxes: rotate_to_box needs one box per index list")
-    crops = []
+    colour = _colour_source(cloud, convention)
+    crops, colours = [], []
     for i, indices in enumerate(index_lists):
-        xyz = cloud[np.asarray(indices, dtype=np.int64), :3].astype(np.float64)
-        xyz = xyz[np.isfinite(xyz).all(axis=1)]
+        rows = np.asarray(indices, dtype=np.int64)
+        xyz = cloud[rows, :3].astype(np.float64)
+        finite = np.isfinite(xyz).all(axis=1)
+        xyz = xyz[finite]
         if rotate_to_box:
             xyz = (xyz - boxes.centers[i]) @ boxes.rotation_matrices[i]
-        crops.append(sample_points(xyz, max_points, method, seed))
-    return _normalise_all(crops)
+        if convention.up_axis == "y":
+            xyz = z_up_to_y_up(xyz)
+        crops.append(xyz)
+        colours.append(None if colour is None else colour[rows][finite])
+    if convention.order == "normalize_then_sample":
+        crops = _normalise_all(crops)
+    features = [xyz if rgb is None else np.concatenate([xyz, rgb], axis=1) for xyz, rgb in zip(crops, colours)]
+    sampled = [sample_points(f, cap, method, seed) for f in features]
+    if convention.resample_up:
+        sampled = [resample_up(f, cap, seed) for f in sampled]
+    if convention.order == "sample_then_normalize":
+        xyz = _normalise_all([f[:, :3] for f in sampled])
+        sampled = [np.concatenate([p, f[:, 3:]], axis=1) for p, f in zip(xyz, sampled)]
+    return [_with_channels(f, convention) for f in sampled]
+
+
+def _colour_source(cloud: np.ndarray, convention: InputConvention) -> np.ndarray | None:
+    """Per-point rgb ``(N, 3)`` in [0, 1] for the whole cloud, or ``None`` (xyz only or gray fill)."""
+    if convention.channels == 3 or convention.colour == "gray":
+        return None
+    column = convention.intensity_column
+    if cloud.shape[1] <= column:
+        raise PointCloudError(f"points: colour 'intensity' needs column {column}, the cloud has "
+                              f"{cloud.shape[1]} columns")
+    value = np.nan_to_num(cloud[:, column].astype(np.float64) / convention.intensity_scale, nan=0.0)
+    return np.repeat(np.clip(value, 0.0, 1.0)[:, None], 3, axis=1)
+
+
+def _with_channels(features: np.ndarray, convention: InputConvention) -> np.ndarray:
+    """float32 ``(K, channels)``: xyz, then the colour columns or the gray fill."""
+    if convention.channels == 3 or features.shape[1] == 6:
+        return np.ascontiguousarray(features[:, :convention.channels], dtype=np.float32)
+    out = np.full((len(features), 6), convention.gray, dtype=np.float32)
+    out[:, :3] = features[:, :3]
+    return out
 
 
 def _normalise_all(crops: list[np.ndarray]) -> list[np.ndarray]:
@@ -173,7 +295,7 @@ def _normalise_all(crops: list[np.ndarray]) -> list[np.ndarray]:
     if not crops:
         return []
     lengths = np.array([len(c) for c in crops], dtype=np.int64)
-    flat = np.concatenate(crops) if crops else np.zeros((0, 3))
+    flat = np.concatenate(crops).astype(np.float64) if crops else np.zeros((0, 3))
     segment = np.repeat(np.arange(len(crops)), lengths)
     sums = np.stack(
         [np.bincount(segment, weights=flat[:, k], minlength=len(crops)) for k in range(3)], axis=1

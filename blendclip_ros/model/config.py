@@ -15,6 +15,11 @@ class PointBertConfig:
 
     ``pointnet_dims`` = (first conv hidden, first conv out, second conv hidden, token channels)
     of the mini-PointNet tokenizer; the second conv's input is twice the first conv's output.
+    ``in_channels``: 3 (xyz, BlendCLIP, ULIP-1) or 6 (xyz + rgb, ULIP-2).
+    ``dynamic_groups``: BlendCLIP's k_i = clamp(floor(2 N_i / group_size), 1, max_groups)
+    patches per cloud; ``False``: always ``max_groups`` (ULIP-2, as pointnet2's sampler does).
+    ``fps_skip_near_origin``: see :func:`~blendclip_ros.model.sampling.farthest_point_sample`
+    (1e-3 reproduces pointnet2's sampler, 0 the BlendCLIP release's).
     """
 
     width: int = 384
@@ -28,6 +33,9 @@ class PointBertConfig:
     embed_dim: int = 512
     pointnet_dims: tuple[int, int, int, int] = (128, 256, 512, 256)
     pos_hidden: int = 128
+    in_channels: int = 3
+    dynamic_groups: bool = True
+    fps_skip_near_origin: float = 0.0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "pointnet_dims", tuple(self.pointnet_dims))
@@ -44,6 +52,11 @@ class PointBertConfig:
         if not isinstance(self.drop_path, (int, float)) or isinstance(self.drop_path, bool) \
                 or not 0.0 <= self.drop_path < 1.0:
             raise ConfigError(f"drop_path: expected a number in [0, 1), got {self.drop_path!r}")
+        if self.in_channels not in (3, 6):
+            raise ConfigError(f"in_channels: expected 3 or 6, got {self.in_channels!r}")
+        if not isinstance(self.fps_skip_near_origin, (int, float)) or self.fps_skip_near_origin < 0:
+            raise ConfigError(f"fps_skip_near_origin: expected a number >= 0, got "
+                              f"{self.fps_skip_near_origin!r}")
         if len(self.pointnet_dims) != 4:
             raise ConfigError(f"pointnet_dims: expected 4 channel counts, got {self.pointnet_dims!r}")
         for value in self.pointnet_dims:

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from blendclip_ros.errors import PointCloudError
+from blendclip_ros.geometry.preprocess import InputConvention
 from blendclip_ros.model.config import PointBertConfig
 from blendclip_ros.model.sampling import bucket_by_size, group_counts, group_points, pad_clouds
 
@@ -32,18 +33,18 @@ TOKENIZER_BLOCK_ELEMENTS = 1 << 24
 class MiniPointNet(nn.Module):
     """Shared per-patch PointNet: conv-BN-ReLU-conv, concat with its max-pool, conv-BN-ReLU-conv, max."""
 
-    def __init__(self, dims: tuple[int, int, int, int]) -> None:
+    def __init__(self, dims: tuple[int, int, int, int], in_channels: int = 3) -> None:
         super().__init__()
         hidden1, local, hidden2, out = dims
         self.out_channels = out
         self.widest = max(dims)
-        self.first_conv = nn.Sequential(nn.Conv1d(3, hidden1, 1), nn.BatchNorm1d(hidden1),
+        self.first_conv = nn.Sequential(nn.Conv1d(in_channels, hidden1, 1), nn.BatchNorm1d(hidden1),
                                         nn.ReLU(inplace=True), nn.Conv1d(hidden1, local, 1))
         self.second_conv = nn.Sequential(nn.Conv1d(2 * local, hidden2, 1), nn.BatchNorm1d(hidden2),
                                          nn.ReLU(inplace=True), nn.Conv1d(hidden2, out, 1))
 
     def forward(self, groups: Tensor) -> Tensor:
-        """``(G, M, 3)`` patch points relative to their centre -> ``(G, out)`` patch features.
+        """``(G, M, C)`` patch points (xyz relative to the centre, then features) -> ``(G, out)``.
 
         In inference the patches are processed in chunks to bound memory; in training all at
         once so BatchNorm sees the whole batch of real patches.
@@ -56,8 +57,9 @@ class MiniPointNet(nn.Module):
         return torch.cat([self._encode(part) for part in groups.split(per_chunk)], 0)
 
     def _encode(self, groups: Tensor) -> Tensor:
-        count, size, _ = groups.shape
-        local = _pointwise(self.first_conv, groups.reshape(count * size, 3)).reshape(count, size, -1)
+        count, size, channels = groups.shape
+        local = _pointwise(self.first_conv, groups.reshape(count * size, channels))
+        local = local.reshape(count, size, -1)
         pooled = local.amax(1, keepdim=True).expand_as(local)
         features = _pointwise(self.second_conv, torch.cat([pooled, local], -1).flatten(0, 1))
         return features.reshape(count, size, -1).amax(1)
@@ -155,13 +157,13 @@ class TransformerStack(nn.Module):
 
 
 class PointBertEncoder(nn.Module):
-    """PointBERT over xyz clouds: one ``(2 * width)`` feature per cloud (CLS, max-pool)."""
+    """PointBERT over ``(N, in_channels)`` clouds: one ``(2 * width)`` feature per cloud (CLS, max-pool)."""
 
     def __init__(self, config: PointBertConfig) -> None:
         super().__init__()
         self.config = config
         width = config.width
-        self.encoder = MiniPointNet(config.pointnet_dims)
+        self.encoder = MiniPointNet(config.pointnet_dims, config.in_channels)
         self.reduce_dim = nn.Linear(config.pointnet_dims[3], width)
         self.register_buffer("patch_padding", torch.zeros(1, 1, width))
         self.cls_token = nn.Parameter(torch.zeros(1, 1, width))
@@ -174,21 +176,22 @@ class PointBertEncoder(nn.Module):
         nn.init.trunc_normal_(self.cls_token, std=0.02)
         nn.init.trunc_normal_(self.cls_pos, std=0.02)
 
-    def forward(self, clouds: Sequence[Tensor], *,
-                generator: torch.Generator | None = None) -> Tensor:
-        """Features ``(B, 2 * width)`` of ``(N_i, 3)`` clouds on the module's device.
+    def forward(self, clouds: Sequence[Tensor], *, generator: torch.Generator | None = None,
+                random_start: bool = False) -> Tensor:
+        """Features ``(B, 2 * width)`` of ``(N_i, in_channels)`` clouds on the module's device.
 
-        FPS starts at point 0 in eval mode and at a random point (``generator``) in training.
-        In training, BatchNorm statistics cover real patches only (the release also counts its
-        zero padding patches).
+        FPS starts at point 0 in eval mode and at a random point (``generator``) in training or
+        with ``random_start`` (the release's evaluation). In training, BatchNorm statistics
+        cover real patches only (the release also counts its zero padding patches).
         """
         config = self.config
-        clouds = as_cloud_list(clouds, config.max_points, self.cls_token)
+        clouds = as_cloud_list(clouds, config.max_points, self.cls_token, config.in_channels)
         if not clouds:
             return self.cls_token.new_zeros(0, config.feature_dim)
         lengths = torch.tensor([c.shape[0] for c in clouds], dtype=torch.long)
-        counts = group_counts(lengths, config.group_size, config.max_groups)
-        tokens, positions, owner, slot = self._patch_tokens(clouds, lengths, counts, generator)
+        counts = self._counts(lengths)
+        tokens, positions, owner, slot = self._patch_tokens(clouds, lengths, counts, generator,
+                                                            random_start or self.training)
         device = tokens.device
         features = tokens.new_empty(len(clouds), config.feature_dim)
         row_of = torch.full((len(clouds),), -1, dtype=torch.long, device=device)
@@ -209,7 +212,8 @@ class PointBertEncoder(nn.Module):
         return features
 
     def _patch_tokens(self, clouds: list[Tensor], lengths: Tensor, counts: Tensor,
-                      generator: torch.Generator | None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+                      generator: torch.Generator | None,
+                      random_start: bool) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """Tokens and positional embeddings of every real patch, with owning cloud and slot.
 
         Clouds are grouped in buckets of similar point counts so FPS and kNN pad little.
@@ -220,7 +224,8 @@ class PointBertEncoder(nn.Module):
             points, member_lengths = pad_clouds([clouds[i] for i in members.tolist()])
             neighbours, centre, valid = group_points(
                 points, member_lengths, counts[members].to(device), self.config.group_size,
-                random_start=self.training, generator=generator)
+                random_start=random_start, generator=generator,
+                skip_near_origin=self.config.fps_skip_near_origin)
             patches.append(neighbours[valid])
             centres.append(centre[valid])
             owners.append(members.to(device)[:, None].expand_as(valid)[valid])
@@ -229,14 +234,15 @@ class PointBertEncoder(nn.Module):
         return tokens, self.pos_embed(torch.cat(centres)), torch.cat(owners), torch.cat(slots)
 
     def forward_padded(self, points: Tensor) -> Tensor:
-        """BlendCLIP layout: ``(B, max_points, 3)`` with real rows first and +inf padding rows.
+        """BlendCLIP layout: ``(B, max_points, C)`` with real rows first and +inf padding rows.
 
         Every cloud gets ``max_groups`` patch slots (zeros where unused) that all go through
         the tokenizer and the transformer, exactly as the release code does.
         """
         config = self.config
-        if points.dim() != 3 or points.shape[1:] != (config.max_points, 3):
-            raise PointCloudError(f"points: expected shape (B, {config.max_points}, 3), "
+        if points.dim() != 3 or points.shape[1:] != (config.max_points, config.in_channels):
+            raise PointCloudError(f"points: expected shape (B, {config.max_points}, "
+                                  f"{config.in_channels}), "
                                   f"got {tuple(points.shape)}")
         real = torch.isfinite(points).all(-1)
         lengths = real.sum(1)
@@ -244,9 +250,10 @@ class PointBertEncoder(nn.Module):
         if not torch.equal(real, prefix) or bool((lengths == 0).any()):
             raise PointCloudError("points: every cloud needs >= 1 finite row and finite rows "
                                   "before its +inf padding rows")
-        counts = group_counts(lengths, config.group_size, config.max_groups)
-        neighbours, centres, valid = group_points(points, lengths, counts, config.group_size,
-                                                  random_start=self.training)
+        counts = self._counts(lengths)
+        neighbours, centres, valid = group_points(
+            points, lengths, counts, config.group_size, random_start=self.training,
+            skip_near_origin=config.fps_skip_near_origin)
         batch, used = valid.shape
         slots = (batch, config.max_groups)
         all_neighbours = neighbours.new_zeros(slots + neighbours.shape[2:])
@@ -257,6 +264,13 @@ class PointBertEncoder(nn.Module):
         tokens = self.reduce_dim(self.encoder(all_neighbours.flatten(0, 1)))
         tokens = tokens.reshape(batch, config.max_groups, config.width)
         return self._transform(tokens, self.pos_embed(all_centres), all_valid)
+
+    def _counts(self, lengths: Tensor) -> Tensor:
+        """Patches per cloud: dynamic (BlendCLIP) or always ``max_groups``."""
+        config = self.config
+        if config.dynamic_groups:
+            return group_counts(lengths, config.group_size, config.max_groups)
+        return torch.full_like(lengths, config.max_groups)
 
     def _transform(self, tokens: Tensor, pos: Tensor, valid: Tensor) -> Tensor:
         """CLS + patch tokens through the transformer, then concat(CLS, max over real patches)."""
@@ -279,18 +293,31 @@ class BlendClipPointModel(nn.Module):
         self.pc_projection = nn.Parameter(torch.empty(config.feature_dim, config.embed_dim))
         nn.init.normal_(self.pc_projection, std=config.embed_dim ** -0.5)
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
+        #: How crops are prepared for this model (the loader sets the family's convention).
+        self.input_convention = InputConvention(num_points=config.max_points,
+                                                channels=config.in_channels)
+
+    @property
+    def device(self) -> torch.device:
+        return self.pc_projection.device
 
     def encode(self, clouds: Sequence[Tensor], normalize: bool = True, *,
-               generator: torch.Generator | None = None) -> Tensor:
-        """Embeddings ``(B, embed_dim)`` of ``(N_i, 3)`` clouds of any sizes (1..max_points)."""
-        embeddings = self.point_encoder(clouds, generator=generator) @ self.pc_projection
+               generator: torch.Generator | None = None, random_start: bool = False) -> Tensor:
+        """Embeddings ``(B, embed_dim)`` of ``(N_i, in_channels)`` clouds of any sizes (1..max_points).
+
+        ``random_start``: grouping FPS starts at a random point (``generator``) as in the
+        release's evaluation; otherwise at point 0 (eval mode).
+        """
+        embeddings = self.point_encoder(clouds, generator=generator,
+                                        random_start=random_start) @ self.pc_projection
         return F.normalize(embeddings, dim=-1) if normalize else embeddings
 
     forward = encode
 
     def encode_padded_reference(self, clouds: Sequence[Tensor], normalize: bool = True) -> Tensor:
         """Same as :meth:`encode` through the BlendCLIP layout (pad to ``max_points`` rows of +inf)."""
-        clouds = as_cloud_list(clouds, self.config.max_points, self.pc_projection)
+        clouds = as_cloud_list(clouds, self.config.max_points, self.pc_projection,
+                               self.config.in_channels)
         if not clouds:
             return self.pc_projection.new_zeros(0, self.config.embed_dim)
         points, _ = pad_clouds(clouds, self.config.max_points, fill=torch.inf)
@@ -299,17 +326,18 @@ class BlendClipPointModel(nn.Module):
 
 
 def as_cloud_list(clouds: Sequence[Tensor | np.ndarray], max_points: int,
-                  like: Tensor) -> list[Tensor]:
-    """Validate ``(N_i, 3)`` finite float clouds and move them to ``like``'s device and dtype."""
+                  like: Tensor, channels: int = 3) -> list[Tensor]:
+    """Validate ``(N_i, channels)`` finite float clouds and move them to ``like``'s device and dtype."""
     if isinstance(clouds, (Tensor, np.ndarray)):
-        raise PointCloudError("clouds: expected a sequence of (N, 3) arrays, got one array")
+        raise PointCloudError(f"clouds: expected a sequence of (N, {channels}) arrays, got one array")
     out = []
     for i, cloud in enumerate(clouds):
         if not isinstance(cloud, (Tensor, np.ndarray)):
             raise PointCloudError(f"clouds[{i}]: expected a tensor, got {type(cloud).__name__}")
         tensor = torch.as_tensor(cloud)
-        if tensor.dim() != 2 or tensor.shape[1] != 3:
-            raise PointCloudError(f"clouds[{i}]: expected shape (N, 3), got {tuple(tensor.shape)}")
+        if tensor.dim() != 2 or tensor.shape[1] != channels:
+            raise PointCloudError(f"clouds[{i}]: expected shape (N, {channels}), got "
+                                  f"{tuple(tensor.shape)}")
         if not 1 <= tensor.shape[0] <= max_points:
             raise PointCloudError(f"clouds[{i}]: has {tensor.shape[0]} points, expected 1.."
                                   f"{max_points} (downsample larger clouds first)")

@@ -1,7 +1,8 @@
 """Pure-PyTorch farthest point sampling and kNN grouping, batched over clouds of different sizes.
 
-Clouds are passed padded: ``points (B, N, 3)`` plus ``lengths (B,)``; rows ``>= lengths[b]`` are
-padding whatever they hold (zeros or +inf). Everything runs on the points' device (CPU or CUDA).
+Clouds are passed padded: ``points (B, N, C)`` (xyz first, then any per-point features) plus
+``lengths (B,)``; rows ``>= lengths[b]`` are padding whatever they hold (zeros or +inf).
+Everything runs on the points' device (CPU or CUDA).
 """
 
 from __future__ import annotations
@@ -48,15 +49,22 @@ def bucket_by_size(sizes: Tensor) -> list[Tensor]:
 
 def farthest_point_sample(points: Tensor, lengths: Tensor, counts: Tensor, *,
                           random_start: bool = False,
-                          generator: torch.Generator | None = None) -> Tensor:
-    """Indices ``(B, max counts)`` of ``counts[b]`` farthest-point centres per cloud.
+                          generator: torch.Generator | None = None,
+                          skip_near_origin: float = 0.0) -> Tensor:
+    """Indices ``(B, max counts)`` of ``counts[b]`` farthest-point centres per cloud (xyz columns).
 
     Starts at point 0 (deterministic) or, with ``random_start``, at a uniform real point.
     Slots ``>= counts[b]`` hold index 0. One vectorised step per centre, over the whole batch.
+    ``skip_near_origin > 0`` never picks (after the start) a point with ``|p|^2 <=`` it, as
+    pointnet2's CUDA sampler (ULIP-2, Uni3D) does with 1e-3; once every candidate is used up
+    or skipped, point 0 repeats.
     """
     batch, rows, _ = points.shape
+    points = points[..., :3]
     steps = int(counts.max())
     real = torch.arange(rows, device=points.device) < lengths[:, None]
+    if skip_near_origin > 0:
+        real = real & (points.square().sum(-1) > skip_near_origin)
     # Padding starts at -inf so it is never picked: min(-inf, d) stays -inf.
     nearest = torch.where(real, torch.inf, -torch.inf).to(points.dtype)
     if random_start:
@@ -74,7 +82,7 @@ def farthest_point_sample(points: Tensor, lengths: Tensor, counts: Tensor, *,
         centre = points[batch_idx, current]
         dist = (points - centre[:, None, :]).square().sum(-1)
         nearest = torch.minimum(nearest, dist)
-        current = nearest.argmax(-1)
+        current = nearest.argmax(-1)  # all -inf (nothing left): index 0
     valid = torch.arange(steps, device=points.device) < counts[:, None]
     return chosen.masked_fill(~valid, 0)
 
@@ -88,6 +96,7 @@ def knn_indices(points: Tensor, lengths: Tensor, centres: Tensor, group_size: in
     :data:`KNN_BLOCK_ELEMENTS` per block of clouds.
     """
     batch, rows, _ = points.shape
+    points = points[..., :3]
     centre_count = centres.shape[1]
     take = min(group_size, rows)
     repeat = bool((lengths < group_size).any())
@@ -110,22 +119,24 @@ def knn_indices(points: Tensor, lengths: Tensor, centres: Tensor, group_size: in
 
 
 def group_points(points: Tensor, lengths: Tensor, counts: Tensor, group_size: int, *,
-                 random_start: bool = False,
-                 generator: torch.Generator | None = None) -> tuple[Tensor, Tensor, Tensor]:
-    """FPS centres and their kNN neighbourhoods relative to the centre.
+                 random_start: bool = False, generator: torch.Generator | None = None,
+                 skip_near_origin: float = 0.0) -> tuple[Tensor, Tensor, Tensor]:
+    """FPS centres and their kNN neighbourhoods, xyz relative to the centre, features as they are.
 
-    Returns ``neighbourhoods (B, K, group_size, 3)``, ``centres (B, K, 3)`` and
-    ``valid (B, K)`` with K = max counts; invalid slots hold zeros.
+    ``points (B, N, C)``: xyz first, then per-point features (e.g. rgb). Returns
+    ``neighbourhoods (B, K, group_size, C)``, ``centres (B, K, 3)`` and ``valid (B, K)`` with
+    K = max counts; invalid slots hold zeros.
     """
-    batch = points.shape[0]
+    batch, _, channels = points.shape
     centre_idx = farthest_point_sample(points, lengths, counts, random_start=random_start,
-                                       generator=generator)
+                                       generator=generator, skip_near_origin=skip_near_origin)
     valid = torch.arange(centre_idx.shape[1], device=points.device) < counts[:, None]
-    centres = points.gather(1, centre_idx[..., None].expand(-1, -1, 3))
+    centres = points[..., :3].gather(1, centre_idx[..., None].expand(-1, -1, 3))
     centres = centres.masked_fill(~valid[..., None], 0.0)
     idx = knn_indices(points, lengths, centres, group_size)
     k = idx.shape[1]
-    neighbours = points.gather(1, idx.reshape(batch, k * group_size, 1).expand(-1, -1, 3))
-    neighbours = neighbours.reshape(batch, k, group_size, 3) - centres[:, :, None, :]
+    neighbours = points.gather(1, idx.reshape(batch, k * group_size, 1).expand(-1, -1, channels))
+    neighbours = neighbours.reshape(batch, k, group_size, channels)
+    neighbours = torch.cat([neighbours[..., :3] - centres[:, :, None, :], neighbours[..., 3:]], -1)
     neighbours = neighbours.masked_fill(~valid[..., None, None], 0.0)
     return neighbours, centres, valid
