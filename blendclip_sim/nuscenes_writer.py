@@ -2,7 +2,10 @@
 
 Layout (``root``): ``<version>/*.json`` (13 tables), ``samples/LIDAR_TOP/*.pcd.bin`` (keyframes) and
 ``sweeps/LIDAR_TOP/*.pcd.bin`` (intermediate sweeps), ``maps/<token>.png`` (drivable-area mask,
-0.1 m/pixel). Two categories are not in nuScenes (``vehicle.other``, ``static_object.traffic_sign``,
+0.1 m/pixel). With ``cameras`` (e.g. :func:`~blendclip_sim.cameras.nuscenes_rig`), every keyframe also
+gets one rendered JPEG per camera (``samples/CAM_*/``, calibrated sensors with intrinsics) and the
+annotations' visibility tokens come from camera occlusion (visible pixels / unoccluded pixels over
+the six images, "1" when never in view); without cameras they come from the LiDAR rays. Two categories are not in nuScenes (``vehicle.other``, ``static_object.traffic_sign``,
 named as in TruckScenes): pass ``colormap=sim_colormap()`` to ``NuScenes`` to render them.
 """
 
@@ -17,6 +20,8 @@ from PIL import Image, ImageDraw
 from tqdm import tqdm
 
 from blendclip_ros.errors import ConfigError
+
+from .cameras import Camera, quaternion_wxyz, render_cameras
 from .lidar import BeamPattern
 from .scene import LIDAR_MOUNT, Frame, Scene, simulate_frame
 
@@ -96,7 +101,7 @@ def _map_png(scene: Scene, path: Path) -> None:
 
 def write_nuscenes(scenes: list[Scene], root: Path | str, version: str = "v1.0-sim", keyframe_hz: float = 2.0,
                    sweeps_per_keyframe: int = 0, pattern: BeamPattern | None = None,
-                   progress: bool = False) -> Path:
+                   cameras: tuple[Camera, ...] | None = None, jpeg_quality: int = 92, progress: bool = False) -> Path:
     """Simulate ``scenes`` and write them as a nuScenes dataset under ``root``; returns ``root``.
 
     Keyframes (samples) come at ``keyframe_hz``; ``sweeps_per_keyframe`` intermediate LiDAR sweeps are
@@ -120,6 +125,13 @@ def write_nuscenes(scenes: list[Scene], root: Path | str, version: str = "v1.0-s
     tables["calibrated_sensor"].append({"token": calib_token, "sensor_token": sensor_token,
                                         "translation": [float(v) for v in LIDAR_MOUNT], "rotation": [1.0, 0.0, 0.0, 0.0],
                                         "camera_intrinsic": []})
+    for cam in cameras or ():
+        cam_sensor = _tok("sensor", cam.channel)
+        tables["sensor"].append({"token": cam_sensor, "channel": cam.channel, "modality": "camera"})
+        tables["calibrated_sensor"].append({"token": _tok("calibrated_sensor", cam.channel), "sensor_token": cam_sensor,
+                                            "translation": [float(v) for v in cam.translation],
+                                            "rotation": quaternion_wxyz(cam.rotation),
+                                            "camera_intrinsic": cam.intrinsic.tolist()})
     step = 1.0 / (keyframe_hz * (sweeps_per_keyframe + 1))
     t0 = BASE_TIMESTAMP_US
     for scene in scenes:
@@ -135,6 +147,7 @@ def write_nuscenes(scenes: list[Scene], root: Path | str, version: str = "v1.0-s
         times = times[: (n_key - 1) * (sweeps_per_keyframe + 1) + 1]  # end on a keyframe
         scene_token = _tok("scene", scene.name)
         samples, sds, per_instance = [], [], {}
+        camera_sds: dict[str, list[dict]] = {cam.channel: [] for cam in cameras or ()}
         for i, t in enumerate(tqdm(times, desc=scene.name, disable=not progress, unit="sweep")):
             key = i % (sweeps_per_keyframe + 1) == 0
             frame = simulate_frame(scene, float(t), pattern, seed=i)
@@ -144,9 +157,21 @@ def write_nuscenes(scenes: list[Scene], root: Path | str, version: str = "v1.0-s
             sds.append(sd)
             if key:
                 samples.append({"token": sample_token, "timestamp": stamp, "prev": "", "next": "", "scene_token": scene_token})
-                _annotate(tables, per_instance, frame, sample_token)
+                visible = None
+                if cameras:
+                    rendered = render_cameras(scene, float(t), cameras)
+                    visible = dict(zip((a.token for a in scene.actors),
+                                       np.nan_to_num(rendered.visible_fraction, nan=0.0).tolist()))
+                    for cam in cameras:
+                        camera_sds[cam.channel].append(_write_camera(root, scene, cam, rendered.images[cam.channel],
+                                                                     stamp, sample_token, sd["ego_pose_token"],
+                                                                     jpeg_quality))
+                _annotate(tables, per_instance, frame, sample_token, visible)
         _link(samples)
         _link(sds)
+        for records in camera_sds.values():
+            _link(records)
+            tables["sample_data"] += records
         tables["sample"] += samples
         tables["sample_data"] += sds
         for actor_token, anns in per_instance.items():
@@ -185,13 +210,27 @@ def _write_sample_data(tables: dict, root: Path, scene: Scene, frame: Frame, ind
             "height": 0, "width": 0, "filename": filename, "prev": "", "next": ""}
 
 
-def _annotate(tables: dict, per_instance: dict, frame: Frame, sample_token: str) -> None:
+def _write_camera(root: Path, scene: Scene, cam: Camera, image: np.ndarray, stamp: int, sample_token: str,
+                  ego_token: str, quality: int) -> dict:
+    filename = f"samples/{cam.channel}/{scene.name}__{cam.channel}__{stamp}.jpg"
+    (root / filename).parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(image).save(root / filename, quality=quality)
+    return {"token": _tok("sample_data", scene.name, cam.channel, stamp), "sample_token": sample_token,
+            "ego_pose_token": ego_token, "calibrated_sensor_token": _tok("calibrated_sensor", cam.channel),
+            "timestamp": stamp, "fileformat": "jpg", "is_key_frame": True, "height": cam.height, "width": cam.width,
+            "filename": filename, "prev": "", "next": ""}
+
+
+def _annotate(tables: dict, per_instance: dict, frame: Frame, sample_token: str,
+              camera_visible: dict[str, float] | None = None) -> None:
+    """Annotations of a keyframe; visibility from the cameras (actor token -> fraction) when given, else the LiDAR."""
     for ann in frame.annotations:
         actor = ann.actor
         attrs = [_tok("attribute", actor.attribute)] if actor.attribute else []
         per_instance.setdefault(actor.token, []).append({
             "token": _tok("sample_annotation", sample_token, actor.token), "sample_token": sample_token,
-            "instance_token": actor.token, "visibility_token": visibility_token(ann.visible_fraction),
+            "instance_token": actor.token, "visibility_token": visibility_token(
+                ann.visible_fraction if camera_visible is None else camera_visible[actor.token]),
             "attribute_tokens": attrs, "translation": [float(v) for v in ann.centre],
             "size": [float(ann.size[1]), float(ann.size[0]), float(ann.size[2])],  # nuScenes wlh
             "rotation": _yaw_quat(ann.yaw), "prev": "", "next": "",

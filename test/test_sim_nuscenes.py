@@ -121,3 +121,33 @@ def test_scene_actors_do_not_overlap_at_the_start():
     overlaps = sum(polys[i].intersection(polys[j]).area > 0.05
                    for i in range(len(polys)) for j in range(i + 1, len(polys)))
     assert overlaps == 0
+
+
+def test_cameras_are_calibrated_rendered_and_give_occlusion_visibility(tmp_path):
+    from nuscenes.nuscenes import NuScenes
+    from PIL import Image
+
+    from blendclip_sim.cameras import nuscenes_rig, render_cameras
+
+    scene = generate_scene(7, duration=0.5)
+    rig = nuscenes_rig(96, 54)
+    write_nuscenes([scene], tmp_path, cameras=rig)
+    nusc = NuScenes("v1.0-sim", str(tmp_path), verbose=False, colormap=sim_colormap())
+    sample = nusc.sample[0]
+    channels = {c.channel for c in rig}
+    assert channels < set(sample["data"]) and len(channels) == 6
+    rendered = render_cameras(scene, 0.0, rig)
+    for cam in rig:
+        path, boxes, intrinsic = nusc.get_sample_data(sample["data"][cam.channel])
+        np.testing.assert_allclose(intrinsic, cam.intrinsic)
+        with Image.open(path) as picture:
+            image = np.asarray(picture)
+        assert image.shape == (54, 96, 3) and image.std() > 5  # shaded, not flat
+        # the stored JPEG is the render (up to compression)
+        assert np.abs(image.astype(int) - rendered.images[cam.channel]).mean() < 12
+    # visibility tokens are the binned camera-visible fractions
+    fraction = dict(zip((a.token for a in scene.actors), np.nan_to_num(rendered.visible_fraction)))
+    tokens = [(nusc.get("sample_annotation", a)["visibility_token"], nusc.get("sample_annotation", a)["instance_token"])
+              for a in sample["anns"]]
+    assert [v for v, _ in tokens] == [visibility_token(fraction[i]) for _, i in tokens]
+    assert {"1", "4"} <= {v for v, _ in tokens}  # some actors hidden, some fully in view
