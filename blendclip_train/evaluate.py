@@ -1,20 +1,20 @@
-"""Zero-shot evaluation: rank a prompt set's classes for every object of one or more object sets.
+"""Zero-shot evaluation: rank a prompt set's classes for every object of one or more sets.
 
-One sample = one object; scores are cosine similarities (the logit scale does not change the
-ranking). Metrics follow BlendCLIP's protocol: overall top-1 / top-5 over samples, mean class
-accuracy (per-class top-1 and top-5 averaged over the classes that have samples) and per-class
-values, plus a confusion matrix (rows = true class, columns = top-1 prediction).
-
-Object-set classes are matched to prompt classes by name or synonym (case-insensitive,
-underscores read as spaces); objects of classes the prompt set lacks are skipped and counted.
+:func:`evaluate_model` scores a loaded :class:`~.triplets.TripletDataset` (the trainer's
+validation); :func:`evaluate_sets` / :func:`evaluate_checkpoint` score benchmark sets read with
+:mod:`.datasets.benchmarks` into a full :class:`~.eval_report.EvalReport` (top-1/3/5, mean class
+accuracy, per-class values, confusion matrix, point-count and distance breakdowns, optionally
+averaged over K random farthest-point-sampling starts). Metrics live in :mod:`.metrics`; objects
+of classes the prompt set lacks are skipped and counted.
 """
 
 from __future__ import annotations
 
-import math
+import dataclasses
+import inspect
 import os
+from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,82 +24,18 @@ from torch.utils.data import Dataset, Subset
 from tqdm import tqdm
 
 from blendclip_ros.errors import ConfigError
-from .figures import save_figure
 from blendclip_ros.model.pointbert import BlendClipPointModel
 from blendclip_ros.text.bank import TextBank
 from blendclip_ros.text.prompts import PromptSet
+
+from .datasets.benchmarks import EvalSet, load_eval_set
+from .eval_report import EvalReport, build_report
+from .figures import save_figure
+from .metrics import ZeroShotMetrics, class_mapping, zero_shot_metrics
 from .triplets import REAL, TripletDataset
 
-TOP_K = 5
-
-
-@dataclass
-class ZeroShotMetrics:
-    """Accuracies in [0, 1]; per-class entries are NaN for classes without samples."""
-
-    labels: list[str]
-    count: int
-    top1: float
-    top5: float
-    mean_class_top1: float
-    mean_class_top5: float
-    per_class_count: list[int]
-    per_class_top1: list[float]
-    per_class_top5: list[float]
-    confusion: np.ndarray  # (C, C) int64, rows true, columns predicted
-    skipped: dict[str, int] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready summary (NaN becomes null)."""
-        def clean(x: float) -> float | None:
-            return None if math.isnan(x) else round(float(x), 6)
-
-        return {
-            "count": self.count, "top1": clean(self.top1), "top5": clean(self.top5),
-            "mean_class_top1": clean(self.mean_class_top1), "mean_class_top5": clean(self.mean_class_top5),
-            "per_class": {name: {"count": n, "top1": clean(a), "top5": clean(b)} for name, n, a, b in zip(
-                self.labels, self.per_class_count, self.per_class_top1, self.per_class_top5)},
-            "confusion": {"labels": list(self.labels), "matrix": self.confusion.tolist()},
-            "skipped": dict(self.skipped),
-        }
-
-
-def zero_shot_metrics(scores: torch.Tensor, targets: torch.Tensor, labels: Sequence[str],
-                      skipped: dict[str, int] | None = None) -> ZeroShotMetrics:
-    """Metrics of ``(N, C)`` class scores against ``(N,)`` true class indices into ``labels``."""
-    scores, targets = torch.as_tensor(scores).float().cpu(), torch.as_tensor(targets).long().cpu()
-    classes = len(labels)
-    if scores.ndim != 2 or scores.shape[1] != classes or targets.shape != (scores.shape[0],):
-        raise ConfigError(f"scores: expected ({len(targets)}, {classes}) for {classes} labels, "
-                          f"got {tuple(scores.shape)}")
-    if len(targets) and (int(targets.min()) < 0 or int(targets.max()) >= classes):
-        raise ConfigError(f"targets: class indices must be in 0..{classes - 1}")
-    ranked = scores.topk(min(TOP_K, classes), dim=1).indices
-    hit1 = (ranked[:, 0] == targets).double()
-    hit5 = (ranked == targets[:, None]).any(1).double()
-    counts = torch.bincount(targets, minlength=classes)
-    per1 = torch.bincount(targets, hit1, minlength=classes) / counts
-    per5 = torch.bincount(targets, hit5, minlength=classes) / counts
-    present = counts > 0
-    confusion = torch.bincount(targets * classes + ranked[:, 0], minlength=classes * classes)
-    mean = (lambda v: float(v.mean()) if len(v) else math.nan)
-    return ZeroShotMetrics(
-        labels=list(labels), count=len(targets), top1=mean(hit1), top5=mean(hit5),
-        mean_class_top1=mean(per1[present]), mean_class_top5=mean(per5[present]),
-        per_class_count=counts.tolist(), per_class_top1=per1.tolist(), per_class_top5=per5.tolist(),
-        confusion=confusion.reshape(classes, classes).numpy().astype(np.int64), skipped=dict(skipped or {}))
-
-
-def class_mapping(names: Sequence[str], prompt_set: PromptSet) -> np.ndarray:
-    """Prompt-class index of every object-set class name (-1 when the prompt set lacks it)."""
-    def key(text: str) -> str:
-        return " ".join(text.replace("_", " ").lower().split())
-
-    index = {}
-    for i, prompt_class in enumerate(prompt_set.classes):
-        for phrase in prompt_class.phrases:
-            index.setdefault(key(phrase), i)
-    return np.array([index.get(key(n), -1) for n in names], dtype=np.int64)
+__all__ = ["ZeroShotMetrics", "class_mapping", "confusion_png", "encode_clouds", "encode_dataset",
+           "evaluate_checkpoint", "evaluate_model", "evaluate_sets", "zero_shot_metrics"]
 
 
 @torch.no_grad()
@@ -118,14 +54,18 @@ def encode_dataset(model: BlendClipPointModel, dataset: Dataset, *, batch_size: 
     return torch.cat(out) if out else torch.zeros(0, model.config.embed_dim)
 
 
-def evaluate_model(model: BlendClipPointModel, bank: TextBank, prompt_set: PromptSet,
-                   data: Sequence[str | os.PathLike] | TripletDataset, *, max_points: int = 8192,
-                   batch_size: int = 256, progress: bool = False) -> ZeroShotMetrics:
-    """Zero-shot metrics of ``model`` on object sets (paths, or a loaded dataset) with ``bank``."""
+def _check_bank(model: BlendClipPointModel, bank: TextBank, prompt_set: PromptSet) -> None:
     if bank.dim != model.config.embed_dim:
         raise ConfigError(f"bank: {bank.dim}-d text embeddings but the model projects to {model.config.embed_dim}-d")
     if list(bank.labels) != prompt_set.labels:
         raise ConfigError("bank: its labels are not the prompt set's")
+
+
+def evaluate_model(model: BlendClipPointModel, bank: TextBank, prompt_set: PromptSet,
+                   data: Sequence[str | os.PathLike] | TripletDataset, *, max_points: int = 8192,
+                   batch_size: int = 256, progress: bool = False) -> ZeroShotMetrics:
+    """Zero-shot metrics of ``model`` on object sets (paths, or a loaded dataset) with ``bank``."""
+    _check_bank(model, bank, prompt_set)
     dataset = data if isinstance(data, TripletDataset) else TripletDataset(data, REAL, max_points=max_points)
     mapping = class_mapping(dataset.class_names, prompt_set)
     targets = mapping[dataset.labels]
@@ -140,25 +80,111 @@ def evaluate_model(model: BlendClipPointModel, bank: TextBank, prompt_set: Promp
     return zero_shot_metrics(scores, torch.from_numpy(targets[kept]), bank.labels, skipped)
 
 
+@torch.no_grad()
+def encode_clouds(model: BlendClipPointModel, clouds: Sequence[np.ndarray], *, batch_size: int = 256,
+                  generator: torch.Generator | None = None, progress: bool = False) -> torch.Tensor:
+    """``(M, D)`` normalised embeddings of prepared clouds in eval mode.
+
+    The encoder's farthest point sampling starts at point 0, or, with ``generator``, at random
+    points drawn from it (the release's evaluation draws a random start every time).
+    """
+    was_training = model.training
+    model.eval()
+    device = model.pc_projection.device
+    out = []
+    for start in tqdm(range(0, len(clouds), batch_size), disable=not progress, desc="encode", unit="batch"):
+        batch = [torch.from_numpy(np.ascontiguousarray(c, dtype=np.float32)).to(device)
+                 for c in clouds[start:start + batch_size]]
+        out.append(_encode(model, batch, generator).float())
+    model.train(was_training)
+    return torch.cat(out) if out else torch.zeros(0, model.config.embed_dim)
+
+
+def _encode(model: BlendClipPointModel, clouds: list[torch.Tensor], generator: torch.Generator | None) -> torch.Tensor:
+    if generator is None:
+        return model.encode(clouds)
+    if "random_start" in inspect.signature(model.encode).parameters:
+        return model.encode(clouds, random_start=True, generator=generator)
+    # This encoder draws a random FPS start only in training mode; flip that flag on the encoder
+    # module alone (its BatchNorm and drop-path children stay in eval mode).
+    encoder = model.point_encoder
+    encoder.training = True
+    try:
+        return model.encode(clouds, generator=generator)
+    finally:
+        encoder.training = False
+
+
+def evaluate_sets(model: BlendClipPointModel, bank: TextBank, prompt_set: PromptSet, sets: Sequence[EvalSet], *,
+                  repeats: int = 1, batch_size: int = 256, progress: bool = False) -> EvalReport:
+    """Zero-shot report of ``model`` on evaluation sets (pooled) with ``bank``.
+
+    ``repeats = 1``: one deterministic pass (sampling seed 0, FPS from point 0). ``repeats = K > 1``:
+    K passes, each with its own random farthest-point-sampling starts (seeds 1..K, for the
+    reduction to the set's point count and for the encoder's patch centres); every metric is
+    the mean over the passes (the confusion matrix sums them).
+    """
+    _check_bank(model, bank, prompt_set)
+    if repeats < 1:
+        raise ConfigError(f"repeats: expected a positive integer, got {repeats}")
+    skipped: Counter[str] = Counter()
+    keeps, targets = [], []
+    for eval_set in sets:
+        mapped = class_mapping(eval_set.class_names, prompt_set)[eval_set.labels]
+        keeps.append(mapped >= 0)
+        targets.append(mapped[mapped >= 0])
+        skipped.update(eval_set.skipped)
+        for c, n in zip(*np.unique(eval_set.labels[mapped < 0], return_counts=True)):
+            skipped[eval_set.class_names[c]] += int(n)
+    target = np.concatenate(targets)
+    if target.size == 0:
+        names = sorted({n for s in sets for n in s.class_names})
+        raise ConfigError(f"prompts: none of the object classes {names} is in the prompt set {prompt_set.name!r}")
+    counts = np.concatenate([s.point_counts[k] for s, k in zip(sets, keeps)])
+    distance = np.concatenate([s.distance[k] if s.distance is not None else np.full(k.sum(), np.nan)
+                               for s, k in zip(sets, keeps)])
+    text = bank.embeddings.to(model.pc_projection.device, torch.float32)
+    scores = []
+    seeds = [0] if repeats == 1 else list(range(1, repeats + 1))
+    for seed in tqdm(seeds, disable=not progress or repeats == 1, desc="repeats", unit="pass"):
+        clouds = [c for s, k in zip(sets, keeps)
+                  for c, keep in zip(s.clouds(seed, min(s.num_points, model.config.max_points)), k) if keep]
+        generator = None if repeats == 1 else torch.Generator().manual_seed(seed)
+        scores.append((encode_clouds(model, clouds, batch_size=batch_size, generator=generator,
+                                     progress=progress) @ text.T).cpu())
+    return build_report(torch.stack(scores), torch.from_numpy(target), bank.labels, counts, distance,
+                        dict(skipped), [s.name for s in sets], prompt_set.name)
+
+
 def evaluate_checkpoint(checkpoint: str | os.PathLike, data: Sequence[str | os.PathLike],
-                        prompts: PromptSet | str | os.PathLike, *, device: str = "cpu", batch_size: int = 256,
-                        max_points: int = 8192, cache_dir: str | os.PathLike | None = None,
-                        text_tower: dict[str, Any] | None = None, progress: bool = False) -> ZeroShotMetrics:
-    """Load a checkpoint and its text tower (or ``text_tower``), then :func:`evaluate_model`."""
+                        prompts: PromptSet | str | os.PathLike | None = None, *, device: str = "cpu",
+                        batch_size: int = 256, max_points: int | None = None, repeats: int = 1,
+                        cache_dir: str | os.PathLike | None = None, text_tower: dict[str, Any] | None = None,
+                        scanobjectnn_variant: str = "OBJ_ONLY", progress: bool = False) -> EvalReport:
+    """Load a checkpoint, its text tower (or ``text_tower``) and the ``FORMAT:PATH`` sets, then
+    :func:`evaluate_sets`. ``prompts`` defaults to the first set's benchmark prompt set;
+    ``max_points`` overrides the sets' point counts."""
     from blendclip_ros.model.checkpoint import load_checkpoint
     from blendclip_ros.text.bank import build_text_bank
     from blendclip_ros.text.prompts import load_prompt_set
     from blendclip_ros.text.towers import make_text_tower, resolve_device
 
+    sets = [load_eval_set(spec, scanobjectnn_variant=scanobjectnn_variant) for spec in data]
+    if max_points is not None:
+        sets = [dataclasses.replace(s, num_points=max_points) for s in sets]
     dev = resolve_device(device)
+    prompts = sets[0].prompts if prompts is None else prompts
     prompt_set = prompts if isinstance(prompts, PromptSet) else load_prompt_set(prompts)
     loaded = load_checkpoint(checkpoint, device=dev)
     spec = text_tower if text_tower is not None else loaded.text_tower
     if spec is None:
         raise ConfigError(f"text_tower: checkpoint {checkpoint} names no text tower; pass one")
     bank = build_text_bank(make_text_tower(spec, dev), prompt_set, cache_dir)
-    return evaluate_model(loaded.model, bank, prompt_set, data, max_points=min(max_points,
-                          loaded.model.config.max_points), batch_size=batch_size, progress=progress)
+    report = evaluate_sets(loaded.model, bank, prompt_set, sets, repeats=repeats, batch_size=batch_size,
+                           progress=progress)
+    report.sets = [{"name": s.name, "objects": len(s), "num_points": s.num_points, "sampling": s.sampling,
+                    "skipped": s.skipped, **s.info} for s in sets]
+    return report
 
 
 def confusion_png(metrics: ZeroShotMetrics, path: str | os.PathLike, title: str = "") -> Path:
@@ -168,21 +194,27 @@ def confusion_png(metrics: ZeroShotMetrics, path: str | os.PathLike, title: str 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    matrix = metrics.confusion.astype(np.float64)
+    counts, labels = metrics.confusion, list(metrics.labels)
+    if len(labels) > 40:  # large vocabularies (Objaverse-LVIS): only classes that occur or are predicted
+        used = np.flatnonzero((counts.sum(0) + counts.sum(1)) > 0)
+        counts, labels = counts[np.ix_(used, used)], [labels[i] for i in used]
+    matrix = counts.astype(np.float64)
     rows = matrix.sum(1, keepdims=True)
     share = np.divide(matrix, rows, out=np.zeros_like(matrix), where=rows > 0)
-    size = 2.5 + 0.55 * len(metrics.labels)
+    readable = len(labels) <= 60
+    size = 2.5 + 0.55 * len(labels) if readable else 16.0
     fig, ax = plt.subplots(figsize=(size + 1.5, size))
     image = ax.imshow(share, cmap="Blues", vmin=0.0, vmax=1.0)
-    ticks = np.arange(len(metrics.labels))
-    ax.set_xticks(ticks, metrics.labels, rotation=60, ha="right", fontsize=8)
-    ax.set_yticks(ticks, metrics.labels, fontsize=8)
+    if readable:
+        ticks = np.arange(len(labels))
+        ax.set_xticks(ticks, labels, rotation=60, ha="right", fontsize=8)
+        ax.set_yticks(ticks, labels, fontsize=8)
+        for (i, j), n in np.ndenumerate(counts):
+            if n:
+                ax.text(j, i, str(n), ha="center", va="center", fontsize=6,
+                        color="white" if share[i, j] > 0.5 else "black")
     ax.set_xlabel("predicted (top-1)")
     ax.set_ylabel("true class")
-    for (i, j), n in np.ndenumerate(metrics.confusion):
-        if n:
-            ax.text(j, i, str(n), ha="center", va="center", fontsize=6,
-                    color="white" if share[i, j] > 0.5 else "black")
     ax.set_title(title or f"top-1 {100 * metrics.top1:.1f} %, mean class {100 * metrics.mean_class_top1:.1f} % "
                  f"(n = {metrics.count})", fontsize=9)
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="share of the true class")

@@ -1,8 +1,11 @@
-"""blendclip-evaluate: zero-shot evaluation of a point-model checkpoint on object sets.
+"""blendclip-evaluate: zero-shot evaluation of a point-model checkpoint on benchmark sets.
 
-Prints (and optionally writes) a JSON document: overall top-1/top-5, mean class accuracy,
-per-class values, the confusion matrix and the objects skipped because the prompt set lacks
-their class. Optionally draws the confusion matrix as a PNG.
+``--data FORMAT:PATH`` reads a benchmark in its published layout (modelnet40, scanobjectnn,
+objaverse_lvis, nuscenes/truckscenes shard folders, shards, mmdet3d info .pkl, npz object sets; a
+bare ``.npz`` path still works) with the release's prompt set, point count and normalisation.
+Prints the JSON report on stdout and the tables (overall, per class, by point count and
+distance) on stderr; ``--out DIR`` also writes report.json/.md, the confusion matrix (PNG + JSON)
+and the breakdown plot. ``--compare A.json B.json`` prints the differences of two reports.
 """
 
 from __future__ import annotations
@@ -18,26 +21,50 @@ PROG = "blendclip-evaluate"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = Parser(prog=PROG, description="Zero-shot evaluation of a checkpoint on object-set .npz files "
-                                      "(written by blendclip-simulate objects or blendclip-mine).")
-    p.add_argument("--checkpoint", required=True, type=Path, help="checkpoint (project .safetensors or release)")
-    p.add_argument("--data", required=True, type=Path, nargs="+", help="object-set .npz file(s), pooled")
-    p.add_argument("--prompts", default="nuscenes", help="prompt-set YAML or shipped set name (default nuscenes)")
+    p = Parser(prog=PROG, description="Zero-shot evaluation of a checkpoint on benchmark sets "
+                                      "(--data FORMAT:PATH), or --compare of two reports.")
+    p.add_argument("--checkpoint", type=Path, default=None, help="checkpoint (project .safetensors or release)")
+    p.add_argument("--data", nargs="+", default=None, metavar="FORMAT:PATH",
+                   help="evaluation set(s), pooled: modelnet40:, scanobjectnn:, objaverse_lvis:, nuscenes:, "
+                        "truckscenes:, shards:, mmdet3d:, npz: (or a bare .npz path)")
+    p.add_argument("--prompts", default=None,
+                   help="prompt-set YAML or shipped name (default: the first set's benchmark prompts)")
+    p.add_argument("--scanobjectnn-variant", default="OBJ_ONLY",
+                   help="OBJ_ONLY (default, as the release), OBJ_BG, PB_T25, PB_T25_R, PB_T50_R or PB_T50_RS "
+                        "when scanobjectnn: names a folder")
+    p.add_argument("--test-repeat", type=positive_int, default=1, metavar="K",
+                   help="average K passes with random farthest-point-sampling starts (default 1: deterministic)")
     p.add_argument("--text-tower", choices=("minilm", "open_clip"), default=None,
                    help="text tower when the checkpoint names none (release files name theirs)")
     p.add_argument("--text-weights", default=None, help="local weights for --text-tower open_clip")
     p.add_argument("--device", default="cpu", help="cpu or cuda (falls back to cpu with a warning)")
     p.add_argument("--batch-size", type=positive_int, default=256, help="clouds per encoder call")
-    p.add_argument("--max-points", type=positive_int, default=8192, help="FPS cap per cloud")
-    p.add_argument("--json", type=Path, default=None, help="also write the JSON result to this file")
+    p.add_argument("--max-points", type=positive_int, default=None,
+                   help="override the sets' point counts (default: each benchmark's, e.g. 8192 / 2048)")
+    p.add_argument("--out", type=Path, default=None, help="folder for report.json/.md, confusion and breakdown plots")
+    p.add_argument("--json", type=Path, default=None, help="also write the JSON report to this file")
     p.add_argument("--confusion", type=Path, default=None, help="write the confusion matrix as a PNG")
     p.add_argument("--cache-dir", type=Path, default=None, help="text-embedding cache directory")
+    p.add_argument("--compare", nargs=2, type=Path, default=None, metavar=("A.json", "B.json"),
+                   help="print the differences of two reports and exit")
     return p
 
 
 def run(args: argparse.Namespace) -> int:
+    from blendclip_train.eval_report import (
+        compare_reports,
+        format_table,
+        load_report,
+        write_outputs,
+    )
     from blendclip_train.evaluate import confusion_png, evaluate_checkpoint
 
+    if args.compare is not None:
+        a, b = args.compare
+        print(compare_reports(load_report(a), load_report(b), (a.stem[:7], b.stem[:7])))
+        return 0
+    if args.checkpoint is None or not args.data:
+        raise UsageError("argument error: --checkpoint and --data are required (or --compare A.json B.json)")
     tower = None
     if args.text_tower == "minilm":
         tower = {"type": "minilm"}
@@ -45,19 +72,21 @@ def run(args: argparse.Namespace) -> int:
         tower = {"type": "open_clip", "model": "ViT-B-16", "weights": args.text_weights}
     elif args.text_weights is not None:
         raise UsageError("argument error: --text-weights needs --text-tower open_clip")
-    metrics = evaluate_checkpoint(args.checkpoint, args.data, args.prompts, device=args.device,
-                                  batch_size=args.batch_size, max_points=args.max_points, cache_dir=args.cache_dir,
-                                  text_tower=tower, progress=sys.stderr.isatty())
-    document = {"checkpoint": str(args.checkpoint), "data": [str(p) for p in args.data],
-                "prompts": str(args.prompts), **metrics.to_dict()}
-    text = json.dumps(document)
+    report = evaluate_checkpoint(args.checkpoint, args.data, args.prompts, device=args.device,
+                                 batch_size=args.batch_size, max_points=args.max_points, repeats=args.test_repeat,
+                                 cache_dir=args.cache_dir, text_tower=tower,
+                                 scanobjectnn_variant=args.scanobjectnn_variant, progress=sys.stderr.isatty())
+    document = {"checkpoint": str(args.checkpoint), **report.to_dict()}
+    title = f"{args.checkpoint.name} on {', '.join(report.data)}"
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(document, indent=1))
     if args.confusion is not None:
-        confusion_png(metrics, args.confusion, title=f"{args.checkpoint.parent.name}/{args.checkpoint.name} on "
-                      f"{', '.join(p.stem for p in args.data)}: top-1 {100 * metrics.top1:.1f} %")
-    print(text)
+        confusion_png(report.metrics, args.confusion, title=f"{title}: top-1 {100 * report.metrics.top1:.1f} %")
+    if args.out is not None:
+        write_outputs(report, args.out, title=title, extra={"checkpoint": str(args.checkpoint)})
+    print(format_table(document), file=sys.stderr)
+    print(json.dumps(document))
     return 0
 
 
