@@ -11,7 +11,6 @@ of classes the prompt set lacks are skipped and counted.
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import os
 from collections import Counter
 from collections.abc import Sequence
@@ -24,6 +23,7 @@ from torch.utils.data import Dataset, Subset
 from tqdm import tqdm
 
 from blendclip_ros.errors import ConfigError
+from blendclip_ros.geometry.preprocess import RELEASE_CONVENTION
 from blendclip_ros.model.pointbert import BlendClipPointModel
 from blendclip_ros.text.bank import TextBank
 from blendclip_ros.text.prompts import PromptSet
@@ -103,16 +103,7 @@ def encode_clouds(model: BlendClipPointModel, clouds: Sequence[np.ndarray], *, b
 def _encode(model: BlendClipPointModel, clouds: list[torch.Tensor], generator: torch.Generator | None) -> torch.Tensor:
     if generator is None:
         return model.encode(clouds)
-    if "random_start" in inspect.signature(model.encode).parameters:
-        return model.encode(clouds, random_start=True, generator=generator)
-    # This encoder draws a random FPS start only in training mode; flip that flag on the encoder
-    # module alone (its BatchNorm and drop-path children stay in eval mode).
-    encoder = model.point_encoder
-    encoder.training = True
-    try:
-        return model.encode(clouds, generator=generator)
-    finally:
-        encoder.training = False
+    return model.encode(clouds, generator=generator, random_start=True)
 
 
 def evaluate_sets(model: BlendClipPointModel, bank: TextBank, prompt_set: PromptSet, sets: Sequence[EvalSet], *,
@@ -144,11 +135,13 @@ def evaluate_sets(model: BlendClipPointModel, bank: TextBank, prompt_set: Prompt
     distance = np.concatenate([s.distance[k] if s.distance is not None else np.full(k.sum(), np.nan)
                                for s, k in zip(sets, keeps)])
     text = bank.embeddings.to(model.pc_projection.device, torch.float32)
+    convention = getattr(model, "input_convention", RELEASE_CONVENTION)
     scores = []
     seeds = [0] if repeats == 1 else list(range(1, repeats + 1))
     for seed in tqdm(seeds, disable=not progress or repeats == 1, desc="repeats", unit="pass"):
         clouds = [c for s, k in zip(sets, keeps)
-                  for c, keep in zip(s.clouds(seed, min(s.num_points, model.config.max_points)), k) if keep]
+                  for c, keep in zip(s.clouds(seed, min(s.num_points, model.config.max_points), convention), k)
+                  if keep]
         generator = None if repeats == 1 else torch.Generator().manual_seed(seed)
         scores.append((encode_clouds(model, clouds, batch_size=batch_size, generator=generator,
                                      progress=progress) @ text.T).cpu())

@@ -26,9 +26,11 @@ format              what is read
 
 The synthetic benchmarks are y-up and are rotated to z-up here (:data:`~.common.Y_UP_TO_Z_UP`).
 Each set carries the release's protocol: its prompt set (64 ULIP templates for the synthetic
-benchmarks, the single outdoor template for driving sets), its number of points and how clouds
-above it are reduced (farthest point sampling, or a random subset for Objaverse-LVIS), then
-centring on the mean and scaling to radius 1 (:meth:`EvalSet.clouds`).
+benchmarks, the single outdoor template for driving sets), its number of points, how clouds above
+it are reduced (farthest point sampling, or a random subset for Objaverse-LVIS) and the order of
+reduction and normalisation (centre on the mean, farthest point at radius 1): after sampling for
+the synthetic benchmarks (ULIP's ``pc_normalize``), before it for LiDAR crops (the release's
+crops); see :meth:`EvalSet.clouds`.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ import h5py
 import numpy as np
 
 from blendclip_ros.errors import ConfigError, PointFileError
-from blendclip_ros.geometry.preprocess import preprocess_crops
+from blendclip_ros.geometry.preprocess import RELEASE_CONVENTION, InputConvention, preprocess_crops
 
 from ..shards import ShardSet
 from .common import Y_UP_TO_Z_UP, split_spec, y_up_to_z_up
@@ -82,6 +84,7 @@ class EvalSet:
     prompts: str
     num_points: int
     sampling: str = "fps"
+    order: str = "sample_then_normalize"
     distance: np.ndarray | None = None
     skipped: dict[str, int] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)
@@ -94,12 +97,14 @@ class EvalSet:
         """Points per object as read (before sampling)."""
         return np.diff(self.offsets)
 
-    def clouds(self, seed: int = 0, num_points: int | None = None) -> list[np.ndarray]:
-        """The encoder inputs: reduced to ``num_points`` (FPS start / random subset drawn with ``seed``),
-        centred and scaled to radius 1."""
+    def clouds(self, seed: int = 0, num_points: int | None = None,
+               convention: InputConvention = RELEASE_CONVENTION) -> list[np.ndarray]:
+        """The encoder inputs: reduced to ``num_points`` (FPS start / random subset drawn with ``seed``)
+        and normalised in this benchmark's order, otherwise as ``convention`` (a model family's) says."""
         index = [np.arange(a, b) for a, b in zip(self.offsets[:-1], self.offsets[1:])]
-        return preprocess_crops(self.points, index, max_points=num_points or self.num_points,
-                                method=self.sampling, seed=seed)
+        count = num_points or self.num_points
+        return preprocess_crops(self.points, index, max_points=count, method=self.sampling, seed=seed,
+                                convention=convention.replace(num_points=count, order=self.order))
 
 
 def parse_data_spec(spec: str | Path) -> tuple[str, Path]:
@@ -129,7 +134,8 @@ def load_eval_set(spec: str | Path, *, scanobjectnn_variant: str = "OBJ_ONLY") -
 
 
 def _build(name: str, clouds: list[np.ndarray], names: list[str], class_names: list[str] | None, *,
-           prompts: str, num_points: int, sampling: str = "fps", distance: list[float] | None = None,
+           prompts: str, num_points: int, sampling: str = "fps", order: str = "sample_then_normalize",
+           distance: list[float] | None = None,
            skipped: Counter[str] | None = None, info: dict[str, Any] | None = None) -> EvalSet:
     """An :class:`EvalSet` from per-object clouds and class names (skipping empty clouds and void labels)."""
     skipped = skipped if skipped is not None else Counter()
@@ -143,15 +149,15 @@ def _build(name: str, clouds: list[np.ndarray], names: list[str], class_names: l
             keep.append(i)
     if not keep:
         raise PointFileError(f"{name}: no labelled objects with points")
-    order = list(class_names) if class_names is not None else []
-    order += sorted({names[i] for i in keep} - set(order))
-    index = {n: k for k, n in enumerate(order)}
+    ordered = list(class_names) if class_names is not None else []
+    ordered += sorted({names[i] for i in keep} - set(ordered))
+    index = {n: k for k, n in enumerate(ordered)}
     kept = [np.asarray(clouds[i], dtype=np.float32)[:, :3] for i in keep]
     offsets = np.concatenate([[0], np.cumsum([len(c) for c in kept])]).astype(np.int64)
     dist = None if distance is None else np.asarray([distance[i] for i in keep], dtype=np.float64)
-    return EvalSet(name=name, class_names=order, labels=np.array([index[names[i]] for i in keep], dtype=np.int64),
+    return EvalSet(name=name, class_names=ordered, labels=np.array([index[names[i]] for i in keep], dtype=np.int64),
                    points=np.concatenate(kept), offsets=offsets, prompts=prompts, num_points=num_points,
-                   sampling=sampling, distance=dist, skipped=dict(skipped), info=dict(info or {}))
+                   sampling=sampling, order=order, distance=dist, skipped=dict(skipped), info=dict(info or {}))
 
 
 def _lines(path: Path) -> list[str]:
@@ -293,7 +299,8 @@ def _shards(path: Path, fmt: str) -> EvalSet:
     prompts = {"nuscenes": "nuscenes", "truckscenes": "truckscenes"}.get(fmt, "nuscenes")
     frames = sorted({str(r.attrs.get("frame", "")) for r in data.readers})
     return _build(f"{fmt}:{path.name}", clouds, names, _shipped_labels(prompts) if fmt != "shards" else None,
-                  prompts=prompts, num_points=8192, distance=distance, info={"frame": frames})
+                  prompts=prompts, num_points=8192, order="normalize_then_sample", distance=distance,
+                  info={"frame": frames})
 
 
 # --------------------------------------------------------------------------------------------- mmdet3d
@@ -318,8 +325,8 @@ def _mmdet3d(path: Path) -> EvalSet:
             names.append(label.replace("_", " "))
             distance.append(float(np.hypot(box[0], box[1])))
     return _build(f"mmdet3d:{path.name}", clouds, names, _shipped_labels("nuscenes"), prompts="nuscenes",
-                  num_points=8192, distance=distance, info={"frame": "sensor axes, centred per object",
-                                                             "frames": frames})
+                  num_points=8192, order="normalize_then_sample", distance=distance,
+                  info={"frame": "sensor axes", "frames": frames})
 
 
 # ------------------------------------------------------------------------------------ project object sets
@@ -331,5 +338,5 @@ def _npz(path: Path) -> EvalSet:
     objects = load_object_set(path)
     clouds = [objects.points[a:b] for a, b in zip(objects.offsets[:-1], objects.offsets[1:])]
     return _build(f"npz:{path.name}", clouds, [objects.class_names[k] for k in objects.labels],
-                  list(objects.class_names), prompts="nuscenes", num_points=8192,
+                  list(objects.class_names), prompts="nuscenes", num_points=8192, order="normalize_then_sample",
                   distance=[float(d) for d in objects.distance], info={"domain": objects.domain})
