@@ -50,6 +50,7 @@ setup(
             "blendclip-mine = blendclip_train.cli.mine:main",
             "blendclip-convert = blendclip_train.cli.convert:main",
             "blendclip-embed = blendclip_train.cli.embed:main",
+            "blendclip-experiment = blendclip_train.cli.experiment:main",
             "blendclip-demo = blendclip_ros.demo:main",
         ],
     },

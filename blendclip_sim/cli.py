@@ -48,13 +48,15 @@ def _cmd_demo_bag(args: argparse.Namespace) -> None:
 
 
 def _cmd_objects(args: argparse.Namespace) -> None:
+    from blendclip_sim.lidar import preset
     from blendclip_sim.object_sets import write_object_sets
 
     n = 150 if args.quick else args.per_class
     paths = write_object_sets(args.out, seed=args.seed, n_per_class=n, test_fraction=args.test_fraction,
                               cad_points=1024 if args.quick else args.cad_points,
                               lidar_views=1 if args.quick else args.views,
-                              normal_noise=args.normal_noise, progress=True)
+                              normal_noise=args.normal_noise, pattern=preset(args.lidar), progress=True,
+                              **({} if args.mount_height is None else {"mount_height": args.mount_height}))
     for (domain, split), path in sorted(paths.items()):
         print(f"{domain:5s} {split:5s} -> {path}")
 
@@ -152,6 +154,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--cad-points", type=int, default=8192, help="points per CAD cloud (default 8192)")
     s.add_argument("--views", type=int, default=2, help="LiDAR views per instance (default 2)")
     s.add_argument("--normal-noise", type=float, default=0.0, help="CAD noise along normals, metres")
+    s.add_argument("--lidar", default="hdl32e", choices=["hdl32e", "hdl64e", "vls128"],
+                   help="beam pattern of the LiDAR views (default hdl32e)")
+    s.add_argument("--mount-height", type=float, default=None,
+                   help="LiDAR height above the ground, metres (default: nuScenes LIDAR_TOP, 1.84)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--quick", action="store_true", help="150 instances per class (1,950 objects), 1024 CAD points, 1 LiDAR view")
     s.set_defaults(func=_cmd_objects)

@@ -112,13 +112,15 @@ def _assemble(domain: str, split: str, classes: tuple[str, ...], rows: list[dict
 
 
 def lidar_view(obj: SimObject, distance: float, azimuth: float, yaw: float, rng: np.random.Generator,
-               pattern: BeamPattern, occluders: list[tuple[SimObject, np.ndarray, float]] = ()) -> tuple[np.ndarray, float]:
+               pattern: BeamPattern, occluders: list[tuple[SimObject, np.ndarray, float]] = (),
+               mount_height: float = float(LIDAR_MOUNT[2])) -> tuple[np.ndarray, float]:
     """Scan one object (plus optional occluders: object, centre, yaw) and crop it by its box.
 
+    The sensor sits ``mount_height`` metres above the ground (default: nuScenes LIDAR_TOP).
     Returns the points in the box frame (N, 3) and the occluded fraction of its footprint.
     Only the azimuth columns around the object are cast.
     """
-    sensor = LIDAR_MOUNT * [0.0, 0.0, 1.0]
+    sensor = np.array([0.0, 0.0, mount_height])
     centre = np.array([distance * np.cos(azimuth), distance * np.sin(azimuth), obj.size[2] / 2])
     target = Instance.from_mesh(obj.mesh, 0).placed(rot_z(yaw), centre)
     others = [Instance.from_mesh(o.mesh, 1 + i).placed(rot_z(oy), oc) for i, (o, oc, oy) in enumerate(occluders)]
@@ -145,17 +147,23 @@ def _occluders(rng: np.random.Generator, distance: float, azimuth: float, seed: 
 def build_object_sets(seed: int = 0, n_per_class: int = 100, test_fraction: float = 0.2, cad_points: int = 2048,
                       lidar_views: int = 1, classes: tuple[str, ...] = CLASS_NAMES, normal_noise: float = 0.0,
                       pattern: BeamPattern | None = None, min_points: int = 1,
+                      mount_height: float = float(LIDAR_MOUNT[2]), lidar_splits: tuple[str, ...] = ("train", "test"),
                       progress: bool = False) -> dict[tuple[str, str], ObjectSet]:
     """Build the CAD and LiDAR sets; keys are (domain, split) with domain "cad"/"lidar", split "train"/"test".
 
     LiDAR views are placed uniformly in range up to the class's evaluation range, at a random
     azimuth and heading, a third of them behind a random occluder; views with fewer than
-    ``min_points`` points are skipped (BlendCLIP keeps boxes with >= 1 point).
+    ``min_points`` points are skipped (BlendCLIP keeps boxes with >= 1 point). ``pattern`` and
+    ``mount_height`` choose the sensor; LiDAR views are cast only for the splits in
+    ``lidar_splits`` (the other LiDAR sets are empty). Each instance draws from its own
+    generator, so a split's views do not depend on which other splits are cast.
     """
     if n_per_class < 2 or not 0 < test_fraction < 1:
         raise ConfigError("n_per_class must be >= 2 and test_fraction in (0, 1)")
     if cad_points < 1 or lidar_views < 0:
         raise ConfigError("cad_points must be >= 1 and lidar_views >= 0")
+    if not 0 < mount_height < 10 or not set(lidar_splits) <= {"train", "test"}:
+        raise ConfigError("mount_height must be in (0, 10) m and lidar_splits a subset of ('train', 'test')")
     unknown = [c for c in classes if c not in CLASS_NAMES]
     if unknown:
         raise ConfigError(f"classes: unknown {unknown}")
@@ -169,11 +177,12 @@ def build_object_sets(seed: int = 0, n_per_class: int = 100, test_fraction: floa
         base = {"label": c, "instance_id": c * 1_000_000 + k, "size": obj.size, "caption": obj.caption}
         pts, _ = sample_surface(obj.mesh, cad_points, rng, normal_noise)
         rows[("cad", split)].append({**base, "points": pts, "distance": np.nan, "occlusion": 0.0})
-        for _ in range(lidar_views):
+        for _ in range(lidar_views if split in lidar_splits else 0):
             distance = float(rng.uniform(3.0 + obj.size[:2].max() / 2, CLASS_RANGE[classes[c]]))
             azimuth = float(rng.uniform(-np.pi, np.pi))
             occ = _occluders(rng, distance, azimuth, seed)
-            pts, occlusion = lidar_view(obj, distance, azimuth, float(rng.uniform(-np.pi, np.pi)), rng, pattern, occ)
+            pts, occlusion = lidar_view(obj, distance, azimuth, float(rng.uniform(-np.pi, np.pi)), rng, pattern, occ,
+                                        mount_height)
             if len(pts) >= min_points:
                 rows[("lidar", split)].append({**base, "points": pts, "distance": distance, "occlusion": occlusion})
     return {key: _assemble(key[0], key[1], tuple(classes), r) for key, r in rows.items()}

@@ -1,0 +1,499 @@
+"""The mixing ablation on the simulated domains: arms × seeds, an r_max sweep, three test domains.
+
+CAD objects are the synthetic pool and simulated HDL-32E LiDAR views the real pool (both from
+:mod:`blendclip_sim.object_sets`, split by instance). Every run trains the same encoder for the
+same number of iterations through :func:`blendclip_train.trainer.train` and is evaluated zero-shot
+(its ``last.safetensors``, no selection) on held-out simulated LiDAR, held-out CAD, and the
+held-out instances scanned by a second sensor the training never saw (a 128-beam pattern on a
+truck-height mount). Results are kept per run (``runs/<key>/result.json``), so a second
+invocation skips finished runs; :func:`run_experiment` writes ``results.json`` with every run
+and the mean ± std over seeds per arm, domain and point-count bin.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as futures
+import dataclasses
+import functools
+import hashlib
+import json
+import math
+import multiprocessing
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Subset
+
+from blendclip_ros.errors import ConfigError
+from blendclip_ros.model.pointbert import BlendClipPointModel
+from blendclip_ros.text.bank import TextBank
+from blendclip_ros.text.prompts import PromptSet
+from .evaluate import class_mapping, encode_dataset, zero_shot_metrics
+from .triplets import REAL, TripletDataset
+
+REPO = Path(__file__).resolve().parents[1]
+SIM_PROMPTS = REPO / "data" / "checkpoints" / "sim_classes.yaml"
+#: Lower edges of the point-count bins (the last bin is open).
+POINT_BINS = (1, 6, 21, 51, 201)
+#: Test domains: key -> (data set folder, file).
+DOMAINS = {"lidar": ("sim", "lidar_test.npz"), "cad": ("sim", "cad_test.npz"), "sensor2": ("sensor2", "lidar_test.npz")}
+RESULT_FILE = "result.json"
+RESULTS_FILE = "results.json"
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One training recipe: which pools feed the batches and how they are mixed."""
+
+    name: str
+    label: str
+    synthetic: str  # object set used as the trainer's synthetic pool: "cad" or "lidar"
+    real: bool  # add the simulated LiDAR train set as the real pool
+    r_max: float = 0.0
+    static: bool = False
+
+
+def curriculum_arm(r_max: float) -> Arm:
+    """CAD + LiDAR with the release's ramp: synthetic only in epoch 0, then up to ``r_max``."""
+    return Arm(f"curriculum_r{r_max:g}", f"curriculum r_max {r_max:g}", "cad", True, r_max)
+
+
+#: The four arms of the main table, by name (``curriculum`` takes ``ExperimentConfig.r_max``).
+MAIN_ARMS = ("synthetic_only", "real_only", "constant_1_64", "curriculum")
+
+
+def main_arm(name: str, r_max: float) -> Arm:
+    """The named main-table arm."""
+    arms = {
+        "synthetic_only": Arm("synthetic_only", "synthetic (CAD) only", "cad", False),
+        "real_only": Arm("real_only", "real (sim. LiDAR) only", "lidar", False),
+        "constant_1_64": Arm("constant_1_64", "constant 1/64 real", "cad", True, 1 / 64, static=True),
+        "curriculum": curriculum_arm(r_max),
+    }
+    if name not in arms:
+        raise ConfigError(f"arms: unknown arm {name!r}; expected some of {list(arms)}")
+    return arms[name]
+
+
+@dataclass
+class ExperimentConfig:
+    """Data, training budget and evaluation of the whole ablation (stored in ``results.json``)."""
+
+    out_dir: Path
+    arms: tuple[str, ...] = MAIN_ARMS
+    seeds: tuple[int, ...] = (0, 1, 2)
+    r_max: float = 0.3
+    sweep: tuple[float, ...] = (0.08, 0.15, 0.3, 0.5)
+    sweep_seed: int = 0
+    # data (blendclip_sim.object_sets)
+    data_seed: int = 0
+    per_class: int = 200
+    cad_points: int = 256
+    views: int = 2
+    second_sensor: str = "vls128"
+    second_mount_height: float = 3.5
+    # training (the same for every arm)
+    encoder: str = "tiny"
+    text_tower: dict[str, Any] = field(default_factory=lambda: {"type": "minilm"})
+    epochs: int = 10
+    iterations_per_epoch: int = 40
+    batch_size: int = 64
+    lr: float = 1e-3
+    # execution
+    jobs: int = 2
+    threads: int = 1
+    cache_dir: Path | None = None
+
+    def __post_init__(self) -> None:
+        self.out_dir = Path(self.out_dir)
+        self.cache_dir = None if self.cache_dir is None else Path(self.cache_dir)
+        self.arms, self.seeds, self.sweep = tuple(self.arms), tuple(int(s) for s in self.seeds), tuple(self.sweep)
+        for name in ("per_class", "cad_points", "views", "epochs", "iterations_per_epoch", "batch_size", "jobs",
+                     "threads"):
+            if int(getattr(self, name)) < 1:
+                raise ConfigError(f"{name}: expected a positive integer, got {getattr(self, name)!r}")
+        if not self.arms and not self.sweep:
+            raise ConfigError("arms/sweep: nothing to run")
+        if self.arms and not self.seeds:
+            raise ConfigError("seeds: the main arms need at least one seed")
+        if any(not 0 < r <= 1 for r in (self.r_max, *self.sweep)):
+            raise ConfigError("r_max and sweep values must be in (0, 1]")
+        for name in self.arms:
+            main_arm(name, self.r_max)
+
+    @property
+    def iterations(self) -> int:
+        return self.epochs * self.iterations_per_epoch
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["out_dir"] = str(self.out_dir)
+        out["cache_dir"] = None if self.cache_dir is None else str(self.cache_dir)
+        return out
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One training run of the ablation."""
+
+    arm: Arm
+    seed: int
+
+    @property
+    def key(self) -> str:
+        return f"{self.arm.name}_seed{self.seed}"
+
+
+def plan_runs(config: ExperimentConfig) -> list[RunSpec]:
+    """Main arms seed by seed, the sweep after the second seed (so an interrupted experiment has
+    mean ± std and the sweep first); runs that coincide (the sweep's default r_max) appear once."""
+    main = [[RunSpec(main_arm(name, config.r_max), seed) for name in config.arms] for seed in config.seeds]
+    sweep = [RunSpec(curriculum_arm(r), config.sweep_seed) for r in config.sweep]
+    runs = [run for seed_runs in main[:2] for run in seed_runs] + sweep + [run for s in main[2:] for run in s]
+    unique: dict[str, RunSpec] = {}
+    for run in runs:
+        unique.setdefault(run.key, run)
+    return list(unique.values())
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def data_specs(config: ExperimentConfig) -> dict[str, dict[str, Any]]:
+    """``write_object_sets`` arguments of the two data folders (``sim``: both domains; ``sensor2``: LiDAR test)."""
+    common = {"seed": config.data_seed, "n_per_class": config.per_class, "cad_points": config.cad_points,
+              "lidar_views": config.views}
+    return {"sim": {**common, "lidar": "hdl32e", "lidar_splits": ["train", "test"]},
+            "sensor2": {**common, "lidar": config.second_sensor, "mount_height": config.second_mount_height,
+                        "lidar_splits": ["test"]}}
+
+
+def build_data(folder: Path, spec: dict[str, Any]) -> Path:
+    """Write the object sets of ``spec`` into ``folder`` unless ``spec.json`` there already matches."""
+    from blendclip_sim.lidar import preset
+    from blendclip_sim.object_sets import write_object_sets
+
+    stamp = folder / "spec.json"
+    if stamp.is_file() and json.loads(stamp.read_text()) == spec:
+        return folder
+    kwargs = {k: v for k, v in spec.items() if k != "lidar"}
+    kwargs["lidar_splits"] = tuple(kwargs["lidar_splits"])
+    write_object_sets(folder, pattern=preset(spec["lidar"]), **kwargs)
+    write_json(stamp, spec)
+    return folder
+
+
+def data_summary(paths: Iterable[Path]) -> dict[str, dict[str, Any]]:
+    """Objects, median points and the share with <= 5 points of every object set."""
+    from blendclip_sim.object_sets import load_object_set
+
+    out = {}
+    for path in paths:
+        objects = load_object_set(path)
+        n = objects.num_points
+        out[f"{path.parent.name}/{path.stem}"] = {
+            "objects": len(objects), "median_points": float(np.median(n)) if len(n) else None,
+            "share_le5": float((n <= 5).mean()) if len(n) else None}
+    return out
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+
+def point_bin_labels() -> list[str]:
+    """``1-5``, ``6-20``, ... , ``>=201`` for :data:`POINT_BINS`."""
+    edges = list(POINT_BINS)
+    return [f"{lo}-{hi - 1}" for lo, hi in zip(edges, edges[1:])] + [f">={edges[-1]}"]
+
+
+def metrics_by_points(scores: torch.Tensor, targets: np.ndarray, num_points: np.ndarray,
+                      labels: Sequence[str], skipped: dict[str, int] | None = None) -> dict[str, Any]:
+    """:func:`zero_shot_metrics` as a dict, plus ``points``: count, top-1, top-5 per point-count bin."""
+    targets_t = torch.as_tensor(targets).long()
+    document = zero_shot_metrics(scores, targets_t, labels, skipped).to_dict()
+    edges = np.array(list(POINT_BINS) + [np.iinfo(np.int64).max])
+    index = np.searchsorted(edges, num_points, side="right") - 1
+    bins = {}
+    for b, label in enumerate(point_bin_labels()):
+        mask = torch.from_numpy(index == b)
+        if mask.any():
+            m = zero_shot_metrics(scores[mask], targets_t[mask], labels)
+            bins[label] = {"count": m.count, "top1": m.top1, "top5": m.top5}
+    document["points"] = bins
+    return document
+
+
+def evaluate_by_points(model: BlendClipPointModel, bank: TextBank, prompt_set: PromptSet,
+                       dataset: TripletDataset) -> dict[str, Any]:
+    """Zero-shot metrics of ``model`` on ``dataset`` (objects of classes the prompts lack are skipped)."""
+    mapping = class_mapping(dataset.class_names, prompt_set)
+    targets = mapping[dataset.labels]
+    kept = np.flatnonzero(targets >= 0)
+    lost = dataset.labels[targets < 0]
+    skipped = {dataset.class_names[c]: int((lost == c).sum()) for c in np.unique(lost)}
+    if kept.size == 0:
+        raise ConfigError(f"prompts: none of {dataset.class_names} is in the prompt set {prompt_set.name!r}")
+    embeddings = encode_dataset(model, Subset(dataset, kept.tolist()))
+    scores = embeddings @ bank.embeddings.to(embeddings.device, torch.float32).T
+    return metrics_by_points(scores.cpu(), targets[kept], dataset.num_points[kept], bank.labels, skipped)
+
+
+@functools.lru_cache(maxsize=8)
+def _test_set(path: str) -> TripletDataset:
+    return TripletDataset([path], REAL)
+
+
+def evaluate_checkpoint_domains(checkpoint: Path, domains: dict[str, Path], prompts: str | Path = SIM_PROMPTS,
+                                cache_dir: Path | None = None) -> dict[str, dict[str, Any]]:
+    """:func:`evaluate_by_points` of one checkpoint on every ``{domain: object-set path}``."""
+    from blendclip_ros.model.checkpoint import load_checkpoint
+    from blendclip_ros.text.bank import build_text_bank
+    from blendclip_ros.text.prompts import load_prompt_set
+    from blendclip_ros.text.towers import make_text_tower
+
+    loaded = load_checkpoint(checkpoint)
+    prompt_set = load_prompt_set(str(prompts))
+    bank = build_text_bank(make_text_tower(loaded.text_tower, torch.device("cpu")), prompt_set, cache_dir)
+    return {name: evaluate_by_points(loaded.model, bank, prompt_set, _test_set(str(path)))
+            for name, path in domains.items()}
+
+
+# ----------------------------------------------------------------------------- runs
+
+
+def domain_paths(config: ExperimentConfig) -> dict[str, Path]:
+    data = config.out_dir / "data"
+    return {name: data / folder / file for name, (folder, file) in DOMAINS.items()}
+
+
+def domain_labels(config: ExperimentConfig) -> dict[str, str]:
+    """Human-readable names of the test domains."""
+    return {"lidar": "simulated LiDAR (HDL-32E, 1.84 m)", "cad": "CAD",
+            "sensor2": f"second sensor ({config.second_sensor}, {config.second_mount_height:g} m)"}
+
+
+def train_config(config: ExperimentConfig, run: RunSpec):
+    """The trainer's configuration of ``run`` (same encoder, tower and iteration budget for every arm)."""
+    from .trainer import TrainConfig
+
+    sim = config.out_dir / "data" / "sim"
+    return TrainConfig(
+        synthetic=[sim / f"{run.arm.synthetic}_train.npz"], real=[sim / "lidar_train.npz"] if run.arm.real else [],
+        out_dir=config.out_dir / "runs" / run.key / "train", encoder=config.encoder,
+        text_tower=dict(config.text_tower), epochs=config.epochs, batch_size=config.batch_size,
+        iterations_per_epoch=config.iterations_per_epoch, lr=config.lr, r_max=run.arm.r_max,
+        static=run.arm.static, seed=run.seed, cache_dir=config.cache_dir, progress=False)
+
+
+def run_fingerprint(config: ExperimentConfig, run: RunSpec) -> str:
+    """Digest of what determines a run's result: its arm and seed, the training budget, data and prompts.
+
+    Built from this module's own settings (not the trainer's full config), so a trainer that
+    gains new fields with defaults does not invalidate finished runs.
+    """
+    document = {"arm": dataclasses.asdict(run.arm), "seed": run.seed,
+                "train": {k: getattr(config, k) for k in ("encoder", "text_tower", "epochs", "iterations_per_epoch",
+                                                           "batch_size", "lr")},
+                "data": data_specs(config), "prompts": SIM_PROMPTS.read_text(), "domains": DOMAINS,
+                "bins": POINT_BINS}
+    return hashlib.sha256(json.dumps(document, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def finished_result(config: ExperimentConfig, run: RunSpec) -> dict[str, Any] | None:
+    """The stored result of ``run`` when it exists and matches the current configuration."""
+    path = config.out_dir / "runs" / run.key / RESULT_FILE
+    if not path.is_file():
+        return None
+    result = json.loads(path.read_text())
+    return result if result.get("fingerprint") == run_fingerprint(config, run) else None
+
+
+def execute_run(config: ExperimentConfig, run: RunSpec) -> dict[str, Any]:
+    """Train and evaluate one run; writes and returns its ``result.json`` document."""
+    from .curriculum import mean_real_share
+    from .trainer import train
+
+    torch.set_num_threads(config.threads)
+    train_cfg = train_config(config, run)
+    run_dir = train_cfg.out_dir.parent
+    if run_dir.exists():  # an interrupted attempt: the trainer cannot resume, start over
+        shutil.rmtree(run_dir)
+    started, load_start = time.time(), os.getloadavg()[0]
+    result = train(train_cfg)
+    trained = time.time()
+    evaluation = evaluate_checkpoint_domains(result.last, domain_paths(config), cache_dir=config.cache_dir)
+    document = {
+        "key": run.key, "arm": run.arm.name, "label": run.arm.label, "seed": run.seed, "r_max": run.arm.r_max,
+        "static": run.arm.static, "synthetic_pool": run.arm.synthetic, "real_pool": run.arm.real,
+        "mean_real_share": mean_real_share(config.epochs, run.arm.r_max, config.batch_size, run.arm.static),
+        "iterations": len(result.iteration_losses), "final_loss": result.history[-1].loss,
+        "train_seconds": trained - started, "eval_seconds": time.time() - trained,
+        "load_start": load_start, "load_end": os.getloadavg()[0], "threads": config.threads,
+        "checkpoint": str(result.last.relative_to(config.out_dir)), "fingerprint": run_fingerprint(config, run),
+        "eval": evaluation}
+    write_json(run_dir / RESULT_FILE, document)
+    return document
+
+
+# ----------------------------------------------------------------------------- aggregation
+
+
+def _stats(values: list[float]) -> dict[str, Any]:
+    arr = np.array([v for v in values if v is not None], dtype=np.float64)
+    return {"mean": float(arr.mean()) if arr.size else None,
+            "std": float(arr.std(ddof=1)) if arr.size > 1 else None, "n": int(arr.size),
+            "values": [float(v) for v in arr]}
+
+
+def summarise(results: dict[str, dict[str, Any]], config: ExperimentConfig) -> dict[str, Any]:
+    """Mean ± std (sample std over seeds) per main arm and domain, overall and per point bin; the sweep."""
+    summary: dict[str, Any] = {}
+    for name in config.arms:
+        arm = main_arm(name, config.r_max)
+        runs = [results[RunSpec(arm, s).key] for s in config.seeds if RunSpec(arm, s).key in results]
+        if not runs:
+            continue
+        entry: dict[str, Any] = {"label": arm.label, "key": arm.name, "seeds": [r["seed"] for r in runs],
+                                 "mean_real_share": runs[0]["mean_real_share"], "domains": {}}
+        for domain in DOMAINS:
+            per = [r["eval"][domain] for r in runs]
+            stats = {m: _stats([p[m] for p in per]) for m in ("top1", "top5", "mean_class_top1")}
+            stats["count"] = per[0]["count"]
+            stats["per_class_top1"] = {c: _stats([p["per_class"][c]["top1"] for p in per])["mean"]
+                                       for c in per[0]["per_class"] if per[0]["per_class"][c]["count"]}
+            stats["points"] = {b: {"count": per[0]["points"][b]["count"],
+                                   **_stats([p["points"][b]["top1"] for p in per])}
+                               for b in point_bin_labels() if b in per[0]["points"]}
+            entry["domains"][domain] = stats
+        summary[name] = entry
+    sweep = []
+    for r in config.sweep:
+        key = RunSpec(curriculum_arm(r), config.sweep_seed).key
+        if key in results:
+            res = results[key]
+            sweep.append({"r_max": r, "key": key, "seed": config.sweep_seed,
+                          "mean_real_share": res["mean_real_share"],
+                          **{d: {m: res["eval"][d][m] for m in ("top1", "top5", "mean_class_top1")}
+                             for d in DOMAINS}})
+    return {"arms": summary, "sweep": sweep}
+
+
+# ----------------------------------------------------------------------------- orchestration
+
+
+def _init_worker(threads: int) -> None:
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    torch.set_num_threads(threads)
+
+
+def _pool(jobs: int, threads: int) -> futures.ProcessPoolExecutor:
+    """``jobs`` fresh (spawned) worker processes with ``threads`` torch threads each."""
+    return futures.ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"),
+                                       initializer=_init_worker, initargs=(threads,))
+
+
+def _wait_all(pending: dict[futures.Future, Any], on_done: Callable[[Any, Any], None],
+              loads: list[float]) -> None:
+    """Wait for every future, sampling the 1-minute load average every 15 s."""
+    while pending:
+        done, _ = futures.wait(list(pending), timeout=15.0, return_when=futures.FIRST_COMPLETED)
+        loads.append(os.getloadavg()[0])
+        for fut in done:
+            on_done(pending.pop(fut), fut.result())
+
+
+def run_experiment(config: ExperimentConfig, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Build the data, run every unfinished run (``config.jobs`` at a time), write ``results.json``."""
+    out = config.out_dir
+    out.mkdir(parents=True, exist_ok=True)
+    started, loads = time.time(), [os.getloadavg()[0]]
+    runs = plan_runs(config)
+    results: dict[str, dict[str, Any]] = {}
+    todo = []
+    for run in runs:
+        done = finished_result(config, run)
+        if done is None:
+            todo.append(run)
+        else:
+            results[run.key] = done
+            log(f"skip {run.key} (finished)")
+    log(f"{len(runs)} runs, {len(results)} finished, {len(todo)} to do; "
+        f"{config.iterations} iterations each ({config.epochs} epochs x {config.iterations_per_epoch}), "
+        f"{config.jobs} in parallel")
+    specs = data_specs(config)
+    data_started = time.time()
+    with _pool(min(config.jobs, len(specs)), config.threads) as pool:
+        pending = {pool.submit(build_data, out / "data" / name, spec): name for name, spec in specs.items()}
+        _wait_all(pending, lambda name, _: None, loads)
+    data_seconds = time.time() - data_started
+    write = functools.partial(_write_results, config, runs, results, started, loads)
+    if todo:
+        with _pool(min(config.jobs, len(todo)), config.threads) as pool:
+            pending = {pool.submit(execute_run, config, run): run for run in todo}
+
+            def finished(run: RunSpec, result: dict[str, Any]) -> None:
+                results[run.key] = result
+                top1 = ", ".join(f"{d} {100 * result['eval'][d]['top1']:.1f}%" for d in DOMAINS)
+                log(f"[{len(results)}/{len(runs)}] {run.key}: top-1 {top1} "
+                    f"({result['train_seconds']:.0f} s training, load {result['load_end']:.1f})")
+                write(data_seconds)
+
+            _wait_all(pending, finished, loads)
+    return write(data_seconds)
+
+
+def _write_results(config: ExperimentConfig, runs: list[RunSpec], results: dict[str, dict[str, Any]],
+                   started: float, loads: list[float], data_seconds: float) -> dict[str, Any]:
+    """Append/replace this invocation in ``sessions`` and write ``results.json``."""
+    path = config.out_dir / RESULTS_FILE
+    previous = json.loads(path.read_text()) if path.is_file() else {}
+    sessions = [s for s in previous.get("sessions", []) if s.get("started") != started]
+    sessions.append({"started": started, "wall_seconds": time.time() - started, "data_seconds": data_seconds,
+                     "runs_finished": len(results), "load_mean": float(np.mean(loads)),
+                     "load_max": float(np.max(loads)), "cpus": os.cpu_count(),
+                     "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started))})
+    document = {
+        "config": config.to_dict(),
+        "budget": {"iterations": config.iterations, "epochs": config.epochs,
+                   "iterations_per_epoch": config.iterations_per_epoch, "batch_size": config.batch_size,
+                   "samples": config.iterations * config.batch_size},
+        "domains": domain_labels(config),
+        "point_bins": point_bin_labels(),
+        "data": data_summary(sorted((config.out_dir / "data").glob("*/*.npz"))),
+        "planned": [r.key for r in runs],
+        "complete": all(r.key in results for r in runs),
+        "runs": {r.key: results[r.key] for r in runs if r.key in results},
+        **summarise(results, config),
+        "sessions": sessions,
+        "total_wall_seconds": float(sum(s["wall_seconds"] for s in sessions)),
+    }
+    write_json(path, document)
+    return document
+
+
+def write_json(path: Path, document: Any) -> None:
+    """Write atomically (a crash leaves the old file or the new one, never half of one)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(_plain(document), indent=1, allow_nan=False))
+    os.replace(tmp, path)
+
+
+def _plain(value: Any) -> Any:
+    """JSON-ready copy: numpy scalars as Python numbers, NaN/inf as null."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, (np.integer, np.floating)):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
