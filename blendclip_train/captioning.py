@@ -63,7 +63,8 @@ class ModelCaptioner:
 
     def __init__(self, model_path: str | os.PathLike, *, prompt: str = PROMPT, system_prompt: str = SYSTEM_PROMPT,
                  batch_size: int = 16, max_new_tokens: int = 77, device: str | None = None,
-                 cache_file: str | os.PathLike | None = None, template: str = DEFAULT_TEMPLATE) -> None:
+                 cache_file: str | os.PathLike | None = None, template: str = DEFAULT_TEMPLATE,
+                 chat_template: str | None = None) -> None:
         self.path = Path(model_path)
         if not (self.path / "config.json").is_file():
             raise ConfigError(f"caption model: {self.path} is not a local transformers model folder (no config.json)")
@@ -72,6 +73,7 @@ class ModelCaptioner:
         self.prompt, self.system_prompt = prompt, system_prompt
         self.batch_size, self.max_new_tokens = batch_size, max_new_tokens
         self._device = device
+        self._chat_template = chat_template  # overrides the processor's (None: use the processor's, if any)
         self._template = TemplateCaptioner(template)
         self.name = f"model:{self.path.name}"
         self.cache: dict[str, str] = {}
@@ -98,7 +100,7 @@ class ModelCaptioner:
         self.processor = AutoProcessor.from_pretrained(self.path, local_files_only=True)
         self.model = AutoModelForImageTextToText.from_pretrained(self.path, local_files_only=True, dtype=dtype)
         self.model.to(self.device).eval()
-        self.chat = bool(getattr(self.processor, "chat_template", None))
+        self.chat = bool(self._chat_template or getattr(self.processor, "chat_template", None))
         tokenizer = getattr(self.processor, "tokenizer", self.processor)
         if self.chat:
             tokenizer.padding_side = "left"
@@ -136,7 +138,8 @@ class ModelCaptioner:
                                                            {"type": "text", "text": self.prompt}]}]
                              for p in pictures]
             inputs = self.processor.apply_chat_template(conversations, add_generation_prompt=True, tokenize=True,
-                                                        return_dict=True, return_tensors="pt", padding=True)
+                                                        return_dict=True, return_tensors="pt", padding=True,
+                                                        chat_template=self._chat_template)
         else:
             inputs = self.processor(images=pictures, text=[self.prompt] * len(pictures), return_tensors="pt",
                                     padding=True)

@@ -53,6 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="local transformers image-text-to-text model folder (e.g. gemma-3-4b-it, BLIP-2) to "
                         "caption the crops; GPU when present")
     p.add_argument("--caption-batch", type=positive_int, default=16, help="crops per model batch (default 16)")
+    p.add_argument("--caption-max-tokens", type=positive_int, default=77,
+                   help="new tokens per caption at most (default 77, as the release)")
     p.add_argument("--workers", type=positive_int, default=1, help="worker processes (default 1)")
     p.add_argument("--shard", default="0/1", help="i/n: mine only scenes i, i+n, ... (array jobs; default 0/1)")
     p.add_argument("--contact-sheet", type=Path, default=None, metavar="PNG",
