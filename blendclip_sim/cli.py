@@ -25,8 +25,23 @@ def _cmd_scene(args: argparse.Namespace) -> None:
     from blendclip_sim.scene import generate_scene
 
     scenes = [generate_scene(args.seed + i, duration=args.duration, density=args.density) for i in range(args.scenes)]
+    if args.format == "truckscenes":
+        from blendclip_sim.truckscenes_writer import write_truckscenes
+
+        root = write_truckscenes(scenes, args.out, version=args.version, keyframe_hz=args.keyframe_hz)
+        print(f"wrote {len(scenes)} scene(s) to {root} (load with TruckScenes('{args.version}', '{root}'))")
+        return
+    cameras = None
+    if args.cameras:
+        from blendclip_sim.cameras import nuscenes_rig
+
+        try:
+            width, height = (int(v) for v in args.cameras.lower().split("x"))
+        except ValueError:
+            raise BlendClipError(f"--cameras: expected WIDTHxHEIGHT, got {args.cameras!r}") from None
+        cameras = nuscenes_rig(width, height)
     root = write_nuscenes(scenes, args.out, version=args.version, keyframe_hz=args.keyframe_hz,
-                          sweeps_per_keyframe=args.sweeps, pattern=preset(args.lidar), progress=True)
+                          sweeps_per_keyframe=args.sweeps, pattern=preset(args.lidar), cameras=cameras, progress=True)
     print(f"wrote {len(scenes)} scene(s) to {root} (load with NuScenes('{args.version}', '{root}', "
           "colormap=sim_colormap()))")
 
@@ -135,6 +150,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--sweeps", type=int, default=0, help="sweeps between keyframes (9 = nuScenes' 20 Hz)")
     s.add_argument("--lidar", default="hdl32e", choices=["hdl32e", "hdl64e", "vls128"], help="beam pattern")
     s.add_argument("--version", default="v1.0-sim", help="version folder name (default v1.0-sim)")
+    s.add_argument("--cameras", default=None, metavar="WxH",
+                   help="also render the six nuScenes cameras at this size (e.g. 320x180); visibility from occlusion")
+    s.add_argument("--format", choices=("nuscenes", "truckscenes"), default="nuscenes",
+                   help="nuscenes (default) or truckscenes (a truck with six LiDARs, keyframes only)")
     s.set_defaults(func=_cmd_scene)
 
     from blendclip_sim.bag_export import DEMO_DURATION, DEMO_RATE_HZ, DEMO_SEED

@@ -21,12 +21,17 @@ CHAT = "{% for m in messages %}{% for c in m['content'] %}{% if c['type'] == 'te
 def tiny_blip(folder):
     """Save a randomly initialised 1-layer BLIP captioner with a 20-word tokenizer into ``folder``."""
     torch = pytest.importorskip("torch")
-    from transformers import (BertTokenizer, BlipConfig, BlipForConditionalGeneration, BlipImageProcessor,
-                              BlipProcessor)
+    from transformers import (
+        BertTokenizer,
+        BlipConfig,
+        BlipForConditionalGeneration,
+        BlipImageProcessor,
+        BlipProcessor,
+    )
 
     tokenizer = BertTokenizer(vocab={w: i for i, w in enumerate(WORDS)})
     processor = BlipProcessor(image_processor=BlipImageProcessor(size={"height": 32, "width": 32}), tokenizer=tokenizer)
-    small = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2)
+    small = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2}
     config = BlipConfig(vision_config=dict(small, image_size=32, patch_size=8),
                         text_config=dict(small, vocab_size=len(WORDS), max_position_embeddings=64, bos_token_id=2,
                                          sep_token_id=3, pad_token_id=0), projection_dim=16)

@@ -8,6 +8,7 @@ Both devkits share the table API (``get``, ``sample['data']``, ``get_sample_data
 from __future__ import annotations
 
 from collections.abc import Callable
+import warnings
 from dataclasses import dataclass
 from importlib import import_module
 from pathlib import Path
@@ -45,7 +46,9 @@ class DatasetSpec:
             raise PointFileError(f"dataroot: no table folder {version!r} in {dataroot}")
         module, _, cls = self.db_class.rpartition(".")
         try:
-            return getattr(import_module(module), cls)(version=version, dataroot=str(dataroot), verbose=False)
+            with warnings.catch_warnings():  # truckscenes warns when its optional plotting extras are absent
+                warnings.filterwarnings("ignore", message="The visualization dependencies")
+                return getattr(import_module(module), cls)(version=version, dataroot=str(dataroot), verbose=False)
         except (OSError, ValueError, KeyError, IndexError, AssertionError) as exc:
             raise PointFileError(f"dataroot: {dataroot}/{version} is not a loadable {self.name} dataset "
                                  f"({type(exc).__name__}: {exc})") from exc
