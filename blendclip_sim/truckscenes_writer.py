@@ -21,10 +21,21 @@ import numpy as np
 from blendclip_ros.errors import ConfigError
 from blendclip_ros.geometry.boxes import Boxes
 from blendclip_ros.geometry.crop import points_in_boxes
+
 from .lidar import BeamPattern, LidarSimulator
 from .mesh import rot_z
-from .nuscenes_writer import (ATTRIBUTES, BASE_TIMESTAMP_US, CATEGORY, EXTRA_CATEGORIES, VISIBILITY, _link, _tok,
-                              _yaw_quat, category_name, visibility_token)
+from .nuscenes_writer import (
+    ATTRIBUTES,
+    BASE_TIMESTAMP_US,
+    CATEGORY,
+    EXTRA_CATEGORIES,
+    VISIBILITY,
+    _link,
+    _tok,
+    _yaw_quat,
+    category_name,
+    visibility_token,
+)
 from .scene import ANNOTATION_RANGE, Scene
 
 #: channel -> (x, y, z mount on the truck's ego frame, yaw in degrees)
@@ -68,7 +79,7 @@ def write_truckscenes(scenes: list[Scene], root: Path | str, version: str = "v1.
         scene_token = _tok("scene", scene.name)
         samples, per_instance, per_channel = [], {}, {ch: [] for ch in TRUCK_LIDARS}
         for i, t in enumerate(np.arange(0.0, scene.duration - 1e-9, 1.0 / keyframe_hz)):
-            stamp = t0 + int(round(t * 1e6))
+            stamp = t0 + round(t * 1e6)
             sample_token = _tok("sample", scene.name, i)
             ego_r, ego_t = scene.ego_pose(float(t))
             ego_token = _tok("ego_pose", scene.name, i)
@@ -136,7 +147,7 @@ def write_truckscenes(scenes: list[Scene], root: Path | str, version: str = "v1.
         tables["scene"].append({"token": scene_token, "log_token": _tok("log", scene.name), "nbr_samples": len(samples),
                                 "first_sample_token": samples[0]["token"], "last_sample_token": samples[-1]["token"],
                                 "name": scene.name, "description": "weather.clear;area.city;daytime.noon"})
-        t0 += int(round(scene.duration * 1e6)) + 10_000_000
+        t0 += round(scene.duration * 1e6) + 10_000_000
     out = root / version
     out.mkdir(parents=True, exist_ok=True)
     for name, records in tables.items():

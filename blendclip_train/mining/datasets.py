@@ -7,8 +7,8 @@ Both devkits share the table API (``get``, ``sample['data']``, ``get_sample_data
 
 from __future__ import annotations
 
-from collections.abc import Callable
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import import_module
 from pathlib import Path
