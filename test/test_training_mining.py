@@ -264,6 +264,10 @@ def test_slices_partition_the_dataset_and_reruns_skip(dataset, reference, tmp_pa
     full, summary = reference
     units = scene_units(nusc, NUSCENES)
     assert summary["units"] == summary["mined_units"] == 4 and summary["triplets"] == len(ShardSet(full))
+    from blendclip_train.datasets.benchmarks import load_eval_set
+
+    evaluation = load_eval_set(f"nuscenes:{full}")  # blendclip-evaluate --data nuscenes:<folder> reads it as is
+    assert len(evaluation) == summary["triplets"]
     config = MiningConfig(crops=CropRules(min_size=12))
     for i in range(2):
         part = run_mining(nusc, NUSCENES, units, tmp_path, config, shard=(i, 2), workers=2, progress=False)
