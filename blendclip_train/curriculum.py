@@ -3,11 +3,16 @@
 Epoch 0 is synthetic only; from epoch 1 the real share ramps linearly,
 ``r(e) = r_max * min(1, (e - 1) / (E - 1))``, and stays constant within an epoch. Every batch of
 ``B`` holds ``round(r * B)`` real samples and the rest synthetic, both drawn with replacement,
-then shuffled; the draws of epoch ``e`` come from a generator seeded with ``seed + e``.
+then shuffled. Under torchrun every rank draws its own batches of ``B`` (the global batch is
+``B x world size``) from a generator seeded with ``(seed, epoch, rank)`` through a
+``numpy.random.SeedSequence``: no two (epoch, rank) pairs share a stream (the release adds the
+three, so its epoch ``e`` on rank ``r + 1`` repeats epoch ``e + 1`` on rank ``r``).
 ``static=True`` uses ``r_max`` from epoch 0 (the constant-ratio ablation).
 
-Indices address a :class:`~blendclip_train.triplets.PooledTriplets`: synthetic
-``0 .. n_synthetic-1``, real ``n_synthetic .. n_synthetic + n_real - 1``.
+Batches are lists of :class:`~blendclip_train.data.Access` keys; their ``index`` addresses the
+pooled space of :class:`~blendclip_train.data.StreamingTriplets` (synthetic
+``0 .. n_synthetic-1``, real ``n_synthetic ..``). ``start_iteration`` skips the first batches of
+an epoch without changing the rest (exact resume).
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ import torch
 from torch.utils.data import Sampler
 
 from blendclip_ros.errors import ConfigError
+
+from .data import Access, derive_seed
 
 
 def real_share(epoch: int, epochs: int, r_max: float, static: bool = False) -> float:
@@ -43,8 +50,8 @@ def mean_real_share(epochs: int, r_max: float, batch_size: int, static: bool = F
 
 
 @dataclass
-class CurriculumBatchSampler(Sampler[list[int]]):
-    """Yields ``iterations`` batches of pooled indices per epoch; call :meth:`set_epoch` first."""
+class CurriculumBatchSampler(Sampler[list[Access]]):
+    """Yields this rank's ``iterations`` batches of the epoch; call :meth:`set_epoch` first."""
 
     num_synthetic: int
     num_real: int
@@ -55,6 +62,8 @@ class CurriculumBatchSampler(Sampler[list[int]]):
     static: bool = False
     seed: int = 0
     epoch: int = 0
+    rank: int = 0
+    start_iteration: int = 0
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "iterations", "epochs", "num_synthetic"):
@@ -66,11 +75,16 @@ class CurriculumBatchSampler(Sampler[list[int]]):
             raise ConfigError(f"num_real: must be >= 0, got {self.num_real!r}")
         if self.r_max > 0 and self.num_real == 0:
             raise ConfigError("r_max: > 0 needs real samples (num_real is 0)")
-        self.set_epoch(self.epoch)
+        if self.seed < 0 or self.rank < 0:
+            raise ConfigError(f"seed/rank: must be >= 0, got {self.seed}, {self.rank}")
+        self.set_epoch(self.epoch, self.start_iteration)
 
-    def set_epoch(self, epoch: int) -> None:
+    def set_epoch(self, epoch: int, start_iteration: int = 0) -> None:
+        """Select the epoch (and the first batch to yield, for a resumed run)."""
         real_share(epoch, self.epochs, self.r_max, self.static)  # validates the range
-        self.epoch = int(epoch)
+        if not 0 <= start_iteration <= self.iterations:
+            raise ConfigError(f"start_iteration: {start_iteration} is outside 0..{self.iterations}")
+        self.epoch, self.start_iteration = int(epoch), int(start_iteration)
 
     @property
     def real_per_batch(self) -> int:
@@ -78,10 +92,10 @@ class CurriculumBatchSampler(Sampler[list[int]]):
         return real_per_batch(self.epoch, self.epochs, self.r_max, self.batch_size, self.static)
 
     def __len__(self) -> int:
-        return self.iterations
+        return self.iterations - self.start_iteration
 
-    def __iter__(self) -> Iterator[list[int]]:
-        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+    def __iter__(self) -> Iterator[list[Access]]:
+        generator = torch.Generator().manual_seed(derive_seed(self.seed, self.epoch, self.rank))
         real = self.real_per_batch
         shape = (self.iterations, self.batch_size)
         synthetic = torch.randint(self.num_synthetic, shape, generator=generator)
@@ -89,4 +103,7 @@ class CurriculumBatchSampler(Sampler[list[int]]):
             drawn = torch.randint(self.num_real, (self.iterations, real), generator=generator) + self.num_synthetic
             synthetic[:, :real] = drawn
         order = torch.rand(shape, generator=generator).argsort(1)
-        yield from torch.gather(synthetic, 1, order).tolist()
+        batches = torch.gather(synthetic, 1, order).tolist()
+        for iteration in range(self.start_iteration, self.iterations):
+            yield [Access(index, self.seed, self.epoch, self.rank, iteration, slot)
+                   for slot, index in enumerate(batches[iteration])]

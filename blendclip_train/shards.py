@@ -206,6 +206,10 @@ class ShardReader:
     def labels(self) -> list[str]:
         return [_text(x) for x in self._open()["labels"][()]]
 
+    def captions(self) -> list[str]:
+        """Every caption of the shard, in row order (``caption_offsets`` slices it per sample)."""
+        return [_text(x) for x in self._open()["captions"][()]]
+
     def keys(self) -> list[str]:
         return [_text(x) for x in self._open()["keys"][()]]
 
@@ -228,6 +232,28 @@ class ShardReader:
             if "image" in side:
                 sample.image_embeddings = side["image"][m0:m1]
         return sample
+
+    def read_points(self, i: int) -> np.ndarray:
+        """The ``(N, C)`` points of sample ``i`` only (no captions, images or embeddings read)."""
+        return self._open()["points"][self.point_offsets[i]:self.point_offsets[i + 1]]
+
+    def read_caption(self, i: int, k: int) -> str:
+        """Caption ``k`` of sample ``i``."""
+        return _text(self._open()["captions"][self.caption_offsets[i] + k])
+
+    def read_embedding(self, tower: str, i: int, k: int) -> np.ndarray | None:
+        """Row ``k`` of sample ``i``'s ``tower`` (``text`` or ``image``) sidecar embeddings, None without one."""
+        self._open()
+        if self._sidecar is None or tower not in self._sidecar:
+            return None
+        offsets = self.caption_offsets if tower == "text" else self.image_offsets
+        return self._sidecar[tower][offsets[i] + k]
+
+    def embedding_towers(self) -> dict[str, int]:
+        """Width of each tower (``text``, ``image``) present in this reader's sidecar."""
+        self._open()
+        return {} if self._sidecar is None else {name: int(self._sidecar[name].shape[1])
+                                                 for name in ("text", "image") if name in self._sidecar}
 
     def _open(self) -> h5py.File:
         if self._file is None or self._pid != os.getpid():

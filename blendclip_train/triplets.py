@@ -6,6 +6,9 @@ costs a slice. Labels are re-indexed into one class list: the union of the files
 names, in order of first appearance. Empty captions become "a point cloud of a {class}". Captions are deduplicated into :attr:`TripletDataset.captions`
 so their frozen text embeddings can be computed once (``caption_index`` per item).
 
+This is the in-memory reader of whole object sets (evaluation reads it); training streams shards
+instead (:mod:`blendclip_train.data`, ``.npz`` files converted once by :mod:`blendclip_train.convert`).
+
 An object-set ``.npz`` may carry an optional ``image_embeddings`` array ``(M, D)`` float32
 (rows of NaN = no image for that object); it feeds the point-image loss term.
 """
@@ -18,7 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 from torch.utils.data import Dataset
 
 from blendclip_ros.errors import ConfigError, PointFileError
@@ -40,22 +42,6 @@ class Triplet:
     image_embedding: np.ndarray | None
     label: int
     domain: int
-
-
-@dataclass
-class TripletBatch:
-    """A collated batch; clouds keep their own sizes (no padding)."""
-
-    clouds: list[torch.Tensor]
-    captions: list[str]
-    caption_index: torch.Tensor  # (B,) int64 into the dataset's caption table
-    labels: torch.Tensor  # (B,) int64
-    domains: torch.Tensor  # (B,) int64, SYNTHETIC or REAL
-    image_embeddings: torch.Tensor | None  # (B, D) float32 (zeros where missing) or None
-    image_mask: torch.Tensor | None  # (B,) bool: which rows have an image embedding
-
-    def __len__(self) -> int:
-        return len(self.clouds)
 
 
 class TripletDataset(Dataset):
@@ -116,67 +102,6 @@ class TripletDataset(Dataset):
     def num_points(self) -> np.ndarray:
         """Points per object after the cap."""
         return np.diff(self._offsets)
-
-
-class PooledTriplets(Dataset):
-    """Synthetic then real triplets in one index space (real index ``i`` is ``len(synthetic) + i``).
-
-    Labels index :attr:`class_names` (the synthetic pool's classes, then real-only ones) and
-    captions one shared table, so ``caption_index`` addresses :attr:`captions` for either pool.
-    """
-
-    def __init__(self, synthetic: TripletDataset, real: TripletDataset | None = None) -> None:
-        self.synthetic, self.real = synthetic, real
-        pools = [synthetic] + ([real] if real is not None else [])
-        self.class_names = list(synthetic.class_names)
-        if real is not None:
-            self.class_names += [n for n in real.class_names if n not in self.class_names]
-        self.captions = sorted(set().union(*(p.captions for p in pools)))
-        position = {c: i for i, c in enumerate(self.captions)}
-        self._caption_maps = [np.array([position[c] for c in p.captions], dtype=np.int64) for p in pools]
-        self._label_maps = [np.array([self.class_names.index(c) for c in p.class_names], dtype=np.int64)
-                            for p in pools]
-
-    @property
-    def num_synthetic(self) -> int:
-        return len(self.synthetic)
-
-    @property
-    def num_real(self) -> int:
-        return 0 if self.real is None else len(self.real)
-
-    def __len__(self) -> int:
-        return self.num_synthetic + self.num_real
-
-    def __getitem__(self, index: int) -> Triplet:
-        index = int(index)
-        if not 0 <= index < len(self):
-            raise IndexError(f"index {index} out of range for {len(self)} triplets")
-        pool = 0 if index < self.num_synthetic else 1
-        item = (self.synthetic if pool == 0 else self.real)[index - pool * self.num_synthetic]
-        return Triplet(item.points, item.caption, int(self._caption_maps[pool][item.caption_index]),
-                       item.image_embedding, int(self._label_maps[pool][item.label]), item.domain)
-
-
-def collate(items: Sequence[Triplet]) -> TripletBatch:
-    """Stack labels/indices, keep clouds as a list of ``(N_i, 3)`` float32 tensors."""
-    if not items:
-        raise ConfigError("batch: cannot collate an empty batch")
-    images = [t.image_embedding for t in items]
-    present = [i is not None for i in images]
-    image_embeddings = image_mask = None
-    if any(present):
-        dim = next(i for i in images if i is not None).shape[0]
-        image_embeddings = torch.stack([torch.as_tensor(i, dtype=torch.float32) if i is not None
-                                        else torch.zeros(dim) for i in images])
-        image_mask = torch.tensor(present)
-    return TripletBatch(
-        clouds=[torch.from_numpy(np.ascontiguousarray(t.points, dtype=np.float32)) for t in items],
-        captions=[t.caption for t in items],
-        caption_index=torch.tensor([t.caption_index for t in items], dtype=torch.long),
-        labels=torch.tensor([t.label for t in items], dtype=torch.long),
-        domains=torch.tensor([t.domain for t in items], dtype=torch.long),
-        image_embeddings=image_embeddings, image_mask=image_mask)
 
 
 def _class_union(sets: list[ObjectSet], given: Sequence[str] | None) -> list[str]:

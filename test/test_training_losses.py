@@ -12,8 +12,12 @@ from hypothesis import strategies as st
 from blendclip_ros.errors import ConfigError
 from blendclip_ros.model.config import PointBertConfig
 from blendclip_ros.model.pointbert import BlendClipPointModel
-from blendclip_train.losses import (MAX_LOGIT_SCALE, clamp_logit_scale_, contrastive_loss,
-                                           symmetric_infonce)
+from blendclip_train.losses import (
+    MAX_LOGIT_SCALE,
+    clamp_logit_scale_,
+    contrastive_loss,
+    symmetric_infonce,
+)
 from blendclip_train.optim import WarmupCosine, build_optimizer, parameter_groups
 
 
@@ -116,3 +120,32 @@ def test_schedule_warms_up_linearly_then_follows_a_cosine_to_the_floor():
     assert schedule.apply(optimizer, 10) == optimizer.param_groups[0]["lr"] == pytest.approx(1e-3)
     with pytest.raises(ConfigError, match="warmup"):
         WarmupCosine(peak=1e-3, total=10, warmup=10)
+
+
+def test_global_batch_rows_average_to_the_whole_batch_loss():
+    """Two ranks, each scoring its rows against the gathered batch: the mean is the one-process loss."""
+    import torch.nn.functional as F
+
+    from blendclip_train.losses import GlobalBatch
+
+    gen = torch.Generator().manual_seed(1)
+    points, texts, images = (torch.randn(8, 5, generator=gen, dtype=torch.float64) for _ in range(3))
+    mask = torch.tensor([True, False, True, True, False, False, True, True])
+    scale = torch.tensor(math.log(1 / 0.07), dtype=torch.float64)
+    whole = contrastive_loss(points, texts, scale, images, mask)
+
+    def rank(r: int):
+        rows = slice(4 * r, 4 * r + 4)
+
+        def gather(p, t, i, m):
+            assert torch.equal(p, F.normalize(points[rows], dim=-1))
+            return GlobalBatch(F.normalize(points, dim=-1), F.normalize(texts, dim=-1), F.normalize(images, dim=-1),
+                               mask, 4 * r)
+        return contrastive_loss(points[rows], texts[rows], scale, images[rows], mask[rows], gather=gather)
+
+    parts = [rank(0), rank(1)]
+    assert (parts[0].point_text + parts[1].point_text) / 2 == pytest.approx(whole.point_text, rel=1e-12)
+    # the image term averages per rank over its own rows with an image (3 and 2 here), so weight them
+    weighted = (3 * parts[0].point_image + 2 * parts[1].point_image) / 5
+    assert weighted == pytest.approx(whole.point_image, rel=1e-12)
+    assert (parts[0].retrieval_accuracy + parts[1].retrieval_accuracy) / 2 == pytest.approx(whole.retrieval_accuracy)

@@ -6,11 +6,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from blendclip_ros.errors import ConfigError, PointFileError
 from blendclip_sim.object_sets import ObjectSet, load_object_set
-from blendclip_train.triplets import (REAL, SYNTHETIC, PooledTriplets, TripletDataset, collate)
+from blendclip_train.triplets import REAL, SYNTHETIC, TripletDataset
 
 SHAPES = ("ball", "stick", "plate")
 
@@ -96,47 +95,17 @@ def test_missing_captions_fall_back_to_the_class_template(tmp_path):
     assert sorted(data.captions) == [f"a point cloud of a {s}" for s in sorted(SHAPES)]
 
 
-def test_pooled_indices_labels_and_captions(tmp_path):
-    synthetic = TripletDataset([tiny_object_set(tmp_path / "s.npz", classes=("ball", "stick"))], SYNTHETIC)
-    real = TripletDataset([tiny_object_set(tmp_path / "r.npz", "lidar", classes=("plate", "ball"), seed=2,
-                                           captions=False)], REAL)
-    pool = PooledTriplets(synthetic, real)
-    assert pool.class_names == ["ball", "stick", "plate"] and len(pool) == len(synthetic) + len(real)
-    for i in range(len(pool)):
-        item = pool[i]
-        source = synthetic[i] if i < len(synthetic) else real[i - len(synthetic)]
-        source_names = synthetic.class_names if i < len(synthetic) else real.class_names
-        assert pool.class_names[item.label] == source_names[source.label]
-        assert pool.captions[item.caption_index] == source.caption
-        assert item.domain == (SYNTHETIC if i < len(synthetic) else REAL)
-        np.testing.assert_array_equal(item.points, source.points)
-    with pytest.raises(IndexError):
-        pool[len(pool)]
-
-
-def test_image_embeddings_are_optional_per_file_and_collate_masks_them(tmp_path):
+def test_image_embeddings_are_optional_per_file(tmp_path):
     images = np.random.default_rng(0).normal(size=(12, 8)).astype(np.float32)
     images[3] = np.nan  # object 3 has no image
     with_images = tiny_object_set(tmp_path / "a.npz", extra={"image_embeddings": images})
     without = tiny_object_set(tmp_path / "b.npz", seed=1)
     data = TripletDataset([with_images, without], SYNTHETIC)
-    batch = collate([data[i] for i in (0, 3, 12, 5)])
-    assert batch.image_mask.tolist() == [True, False, False, True]
-    torch.testing.assert_close(batch.image_embeddings[0], torch.from_numpy(images[0]))
-    assert collate([data[12], data[13]]).image_embeddings is None
+    assert [data[i].image_embedding is not None for i in (0, 3, 12, 5)] == [True, False, False, True]
+    np.testing.assert_array_equal(data[0].image_embedding, images[0])
     tiny_object_set(tmp_path / "c.npz", extra={"image_embeddings": images[:5]})
     with pytest.raises(PointFileError, match="image_embeddings"):
         TripletDataset([tmp_path / "c.npz"], SYNTHETIC)
-
-
-def test_collate_keeps_cloud_sizes(tmp_path):
-    data = TripletDataset([tiny_object_set(tmp_path / "a.npz")], SYNTHETIC)
-    batch = collate([data[i] for i in range(5)])
-    assert [c.shape[0] for c in batch.clouds] == [data[i].points.shape[0] for i in range(5)]
-    assert len(set(c.shape[0] for c in batch.clouds)) > 1 and len(batch) == 5
-    assert batch.labels.dtype == torch.long and batch.domains.tolist() == [SYNTHETIC] * 5
-    with pytest.raises(ConfigError, match="empty"):
-        collate([])
 
 
 def test_bad_arguments_are_typed_errors(tmp_path):
