@@ -10,7 +10,7 @@ whichever DataLoader worker builds it and whether or not the run was resumed in 
 
 Indices address the pooled space of :class:`StreamingTriplets`: synthetic ``0 .. n_synthetic-1``,
 real ``n_synthetic ..``. Clouds are xyz only, centred on their mean and scaled to radius 1 after
-the subset (a no-op for shards converted by :mod:`~blendclip_train.convert`).
+the subset (a no-op for shards converted by :mod:`~blendclip_train.npz_shards`).
 """
 
 from __future__ import annotations

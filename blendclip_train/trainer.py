@@ -51,7 +51,7 @@ from blendclip_ros.text.prompts import PromptClass, PromptSet, load_prompt_set
 from blendclip_ros.text.towers import TextTower, file_digest, make_text_tower
 
 from .augment import AugmentConfig
-from .convert import resolve_sources
+from .npz_shards import resolve_sources
 from .curriculum import CurriculumBatchSampler, mean_real_share, real_share
 from .data import Batch, Collate, EvalTriplets, StreamingTriplets, derive_seed
 from .distributed import Distributed

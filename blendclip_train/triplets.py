@@ -7,7 +7,7 @@ names, in order of first appearance. Empty captions become "a point cloud of a {
 so their frozen text embeddings can be computed once (``caption_index`` per item).
 
 This is the in-memory reader of whole object sets (evaluation reads it); training streams shards
-instead (:mod:`blendclip_train.data`, ``.npz`` files converted once by :mod:`blendclip_train.convert`).
+instead (:mod:`blendclip_train.data`, ``.npz`` files converted once by :mod:`blendclip_train.npz_shards`).
 
 An object-set ``.npz`` may carry an optional ``image_embeddings`` array ``(M, D)`` float32
 (rows of NaN = no image for that object); it feeds the point-image loss term.

@@ -8,8 +8,8 @@ import torch
 
 from blendclip_ros.errors import ConfigError
 from blendclip_train.augment import AugmentConfig
-from blendclip_train.convert import cached_shards, convert_object_set
-from blendclip_train.convert import main as convert_main
+from blendclip_train.npz_shards import cached_shards, convert_object_set
+from blendclip_train.npz_shards import main as convert_main
 from blendclip_train.curriculum import CurriculumBatchSampler
 from blendclip_train.data import Access, Collate, EvalTriplets, StreamingTriplets
 from blendclip_train.shards import (

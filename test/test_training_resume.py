@@ -17,7 +17,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from blendclip_train.convert import convert_object_set
+from blendclip_train.npz_shards import convert_object_set
 from blendclip_train.shards import ShardReader, ShardSet, write_embeddings, write_shard
 from blendclip_train.train_state import list_train_states, load_train_state
 from test.test_training_shards import jpeg

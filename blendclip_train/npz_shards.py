@@ -10,7 +10,7 @@ per-object fields (instance id, distance, occlusion, box size, image path) go in
 ``max_points``; the folder appears complete or not at all (written beside, then renamed), so
 concurrent ranks and killed conversions are safe.
 
-``python -m blendclip_train.convert SET.npz --out FOLDER [--max-points 8192] [--shard-size 2048]``
+``python -m blendclip_train.npz_shards SET.npz --out FOLDER [--max-points 8192] [--shard-size 2048]``
 """
 
 from __future__ import annotations
@@ -109,7 +109,7 @@ def _number(value: float) -> float | None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = Parser(prog="python -m blendclip_train.convert",
+    p = Parser(prog="python -m blendclip_train.npz_shards",
                description="Convert object-set .npz files into triplet shards (normalised, FPS to --max-points).")
     p.add_argument("inputs", type=Path, nargs="+", help="object-set .npz file(s)")
     p.add_argument("--out", type=Path, required=True, help="output folder (one subfolder per input)")
@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{path} -> {len(shards)} shard(s) in {args.out / path.stem}")
         return 0
 
-    return run_cli("blendclip_train.convert", build_parser(), run, argv)
+    return run_cli("blendclip_train.npz_shards", build_parser(), run, argv)
 
 
 if __name__ == "__main__":
