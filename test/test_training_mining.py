@@ -295,8 +295,9 @@ def test_sigkill_at_a_random_moment_then_rerun_gives_every_triplet_once(dataset,
     process = subprocess.Popen(command, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(delay)
     if process.poll() is None:
-        os.killpg(process.pid, signal.SIGKILL)
+        os.kill(process.pid, signal.SIGKILL)  # the parent only: its workers must die with it
     process.wait(timeout=60)
+    time.sleep(0.5)  # let the workers' death signals land
     done_before = len(list(out.glob("*.h5"))) if out.exists() else 0
     rerun = subprocess.run(command, check=False, capture_output=True, text=True, timeout=600)
     assert rerun.returncode == 0, rerun.stderr

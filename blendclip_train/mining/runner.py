@@ -11,10 +11,12 @@ same folder is refused.
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import json
 import multiprocessing
 import re
+import signal
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -156,24 +158,31 @@ def run_mining(db: Any, spec: DatasetSpec, units: list[WorkUnit], out: Path, con
     bar = tqdm(total=len(pending), desc=f"mine {spec.name}", unit="scene", disable=not progress)
     try:
         if workers <= 1 or len(pending) <= 1:
-            results: Iterable[dict] = map(_work, pending)
-            pool = None
+            _collect(map(_work, pending), totals, bar)
         else:
-            pool = multiprocessing.get_context("fork").Pool(min(workers, len(pending)))
-            results = pool.imap_unordered(_work, pending)
-        for result in results:
-            totals["mined_units"] += 1
-            for key in ("triplets", "images", "keyframes", "annotations"):
-                totals[key] += result[key]
-            bar.update(1)
-            bar.set_postfix(triplets=totals["triplets"], images=totals["images"])
-        if pool is not None:
-            pool.close()
-            pool.join()
+            with multiprocessing.get_context("fork").Pool(min(workers, len(pending)), _die_with_parent) as pool:
+                _collect(pool.imap_unordered(_work, pending), totals, bar)
     finally:
         bar.close()
         _STATE.clear()
     return totals
+
+
+def _collect(results: Iterable[dict[str, Any]], totals: dict[str, int], bar: tqdm) -> None:
+    for result in results:
+        totals["mined_units"] += 1
+        for key in ("triplets", "images", "keyframes", "annotations"):
+            totals[key] += result[key]
+        bar.update(1)
+        bar.set_postfix(triplets=totals["triplets"], images=totals["images"])
+
+
+def _die_with_parent() -> None:
+    """Workers get SIGKILL when the parent dies (Linux), so a killed run leaves no orphan writing shards."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 def _plain(value: Any) -> Any:
