@@ -268,6 +268,13 @@ def test_slices_partition_the_dataset_and_reruns_skip(dataset, reference, tmp_pa
 
     evaluation = load_eval_set(f"nuscenes:{full}")  # blendclip-evaluate --data nuscenes:<folder> reads it as is
     assert len(evaluation) == summary["triplets"]
+    from blendclip_train.data import StreamingTriplets
+    from blendclip_train.shards import ShardSample, write_shard
+
+    synthetic = write_shard(tmp_path / "cad" / "cad.h5", [ShardSample("cad-0", np.ones((5, 3), np.float32), "car",
+                                                                      ["a car"])], domain="synthetic")
+    streamed = StreamingTriplets([synthetic.parent], [full])  # blendclip-train --real <folder>
+    assert streamed.num_real == summary["triplets"] and set(ShardSet(full).labels()) <= set(streamed.class_names)
     config = MiningConfig(crops=CropRules(min_size=12))
     for i in range(2):
         part = run_mining(nusc, NUSCENES, units, tmp_path, config, shard=(i, 2), workers=2, progress=False)
