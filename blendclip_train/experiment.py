@@ -5,9 +5,11 @@ CAD objects are the synthetic pool and simulated HDL-32E LiDAR views the real po
 same number of iterations through :func:`blendclip_train.trainer.train` and is evaluated zero-shot
 (its ``last.safetensors``, no selection) on held-out simulated LiDAR, held-out CAD, and the
 held-out instances scanned by a second sensor the training never saw (a 128-beam pattern on a
-truck-height mount). Results are kept per run (``runs/<key>/result.json``), so a second
-invocation skips finished runs; :func:`run_experiment` writes ``results.json`` with every run
-and the mean ± std over seeds per arm, domain and point-count bin.
+truck-height mount), through :func:`~.evaluate.evaluate_sets` (so the breakdowns by point count
+and distance are the evaluation module's). Results are kept per run (``runs/<key>/result.json``):
+a second invocation skips finished runs, re-evaluates a finished training whose evaluation
+settings changed, and restarts an interrupted one; :func:`run_experiment` writes ``results.json``
+with every run and the mean ± std over seeds per arm, domain and point-count bin.
 """
 
 from __future__ import annotations
@@ -22,26 +24,18 @@ import multiprocessing
 import os
 import shutil
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import Subset
 
 from blendclip_ros.errors import ConfigError
-from blendclip_ros.model.pointbert import BlendClipPointModel
-from blendclip_ros.text.bank import TextBank
-from blendclip_ros.text.prompts import PromptSet
-from .evaluate import class_mapping, encode_dataset, zero_shot_metrics
-from .triplets import REAL, TripletDataset
 
 REPO = Path(__file__).resolve().parents[1]
 SIM_PROMPTS = REPO / "data" / "checkpoints" / "sim_classes.yaml"
-#: Lower edges of the point-count bins (the last bin is open).
-POINT_BINS = (1, 6, 21, 51, 201)
 #: Test domains: key -> (data set folder, file).
 DOMAINS = {"lidar": ("sim", "lidar_test.npz"), "cad": ("sim", "cad_test.npz"), "sensor2": ("sensor2", "lidar_test.npz")}
 RESULT_FILE = "result.json"
@@ -207,61 +201,21 @@ def data_summary(paths: Iterable[Path]) -> dict[str, dict[str, Any]]:
 # ----------------------------------------------------------------------------- evaluation
 
 
-def point_bin_labels() -> list[str]:
-    """``1-5``, ``6-20``, ... , ``>=201`` for :data:`POINT_BINS`."""
-    edges = list(POINT_BINS)
-    return [f"{lo}-{hi - 1}" for lo, hi in zip(edges, edges[1:])] + [f">={edges[-1]}"]
-
-
-def metrics_by_points(scores: torch.Tensor, targets: np.ndarray, num_points: np.ndarray,
-                      labels: Sequence[str], skipped: dict[str, int] | None = None) -> dict[str, Any]:
-    """:func:`zero_shot_metrics` as a dict, plus ``points``: count, top-1, top-5 per point-count bin."""
-    targets_t = torch.as_tensor(targets).long()
-    document = zero_shot_metrics(scores, targets_t, labels, skipped).to_dict()
-    edges = np.array(list(POINT_BINS) + [np.iinfo(np.int64).max])
-    index = np.searchsorted(edges, num_points, side="right") - 1
-    bins = {}
-    for b, label in enumerate(point_bin_labels()):
-        mask = torch.from_numpy(index == b)
-        if mask.any():
-            m = zero_shot_metrics(scores[mask], targets_t[mask], labels)
-            bins[label] = {"count": m.count, "top1": m.top1, "top5": m.top5}
-    document["points"] = bins
-    return document
-
-
-def evaluate_by_points(model: BlendClipPointModel, bank: TextBank, prompt_set: PromptSet,
-                       dataset: TripletDataset) -> dict[str, Any]:
-    """Zero-shot metrics of ``model`` on ``dataset`` (objects of classes the prompts lack are skipped)."""
-    mapping = class_mapping(dataset.class_names, prompt_set)
-    targets = mapping[dataset.labels]
-    kept = np.flatnonzero(targets >= 0)
-    lost = dataset.labels[targets < 0]
-    skipped = {dataset.class_names[c]: int((lost == c).sum()) for c in np.unique(lost)}
-    if kept.size == 0:
-        raise ConfigError(f"prompts: none of {dataset.class_names} is in the prompt set {prompt_set.name!r}")
-    embeddings = encode_dataset(model, Subset(dataset, kept.tolist()))
-    scores = embeddings @ bank.embeddings.to(embeddings.device, torch.float32).T
-    return metrics_by_points(scores.cpu(), targets[kept], dataset.num_points[kept], bank.labels, skipped)
-
-
-@functools.lru_cache(maxsize=8)
-def _test_set(path: str) -> TripletDataset:
-    return TripletDataset([path], REAL)
-
-
 def evaluate_checkpoint_domains(checkpoint: Path, domains: dict[str, Path], prompts: str | Path = SIM_PROMPTS,
                                 cache_dir: Path | None = None) -> dict[str, dict[str, Any]]:
-    """:func:`evaluate_by_points` of one checkpoint on every ``{domain: object-set path}``."""
+    """The :func:`~.evaluate.evaluate_sets` report of one checkpoint on every ``{domain: object-set path}``
+    (metrics, per class, confusion, breakdowns by point count and distance)."""
     from blendclip_ros.model.checkpoint import load_checkpoint
     from blendclip_ros.text.bank import build_text_bank
     from blendclip_ros.text.prompts import load_prompt_set
     from blendclip_ros.text.towers import make_text_tower
+    from .datasets.benchmarks import load_eval_set
+    from .evaluate import evaluate_sets
 
     loaded = load_checkpoint(checkpoint)
     prompt_set = load_prompt_set(str(prompts))
     bank = build_text_bank(make_text_tower(loaded.text_tower, torch.device("cpu")), prompt_set, cache_dir)
-    return {name: evaluate_by_points(loaded.model, bank, prompt_set, _test_set(str(path)))
+    return {name: evaluate_sets(loaded.model, bank, prompt_set, [load_eval_set(f"npz:{path}")]).to_dict()
             for name, path in domains.items()}
 
 
@@ -292,51 +246,81 @@ def train_config(config: ExperimentConfig, run: RunSpec):
         static=run.arm.static, seed=run.seed, cache_dir=config.cache_dir, progress=False)
 
 
-def run_fingerprint(config: ExperimentConfig, run: RunSpec) -> str:
-    """Digest of what determines a run's result: its arm and seed, the training budget, data and prompts.
+#: Training settings a finished checkpoint must carry (``TrainConfig`` fields) to be reused.
+_TRAIN_KEYS = ("synthetic", "real", "encoder", "text_tower", "epochs", "iterations_per_epoch", "batch_size", "lr",
+               "r_max", "static", "seed")
 
-    Built from this module's own settings (not the trainer's full config), so a trainer that
-    gains new fields with defaults does not invalidate finished runs.
+
+def trained_checkpoint(config: ExperimentConfig, run: RunSpec) -> Path | None:
+    """The run's ``last.safetensors`` when its training finished with the current settings and data.
+
+    Checked against the checkpoint's own metadata (the trainer stores its config, last epoch and
+    data digests), so a finished training is reused even when only the evaluation changed.
     """
-    document = {"arm": dataclasses.asdict(run.arm), "seed": run.seed,
-                "train": {k: getattr(config, k) for k in ("encoder", "text_tower", "epochs", "iterations_per_epoch",
-                                                           "batch_size", "lr")},
-                "data": data_specs(config), "prompts": SIM_PROMPTS.read_text(), "domains": DOMAINS,
-                "bins": POINT_BINS}
+    from blendclip_ros.model.checkpoint import load_checkpoint
+    from blendclip_ros.text.towers import file_digest
+
+    expected = train_config(config, run)
+    path = expected.out_dir / "last.safetensors"
+    if not path.is_file():
+        return None
+    training = load_checkpoint(path).metadata.get("training") or {}
+    stored, wanted = training.get("config", {}), expected.to_dict()
+    if training.get("epoch") != config.epochs - 1 or any(stored.get(k) != wanted[k] for k in _TRAIN_KEYS):
+        return None
+    for item in training.get("data", []):
+        if not Path(item["path"]).is_file() or file_digest(item["path"]) != item["sha256"]:
+            return None
+    return path
+
+
+def eval_fingerprint(config: ExperimentConfig) -> str:
+    """Digest of what determines the evaluation of a trained run: test data and prompts."""
+    document = {"data": data_specs(config), "prompts": SIM_PROMPTS.read_text(), "domains": DOMAINS}
     return hashlib.sha256(json.dumps(document, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def finished_result(config: ExperimentConfig, run: RunSpec) -> dict[str, Any] | None:
-    """The stored result of ``run`` when it exists and matches the current configuration."""
+    """The stored result of ``run`` when its evaluation and its training match the current settings."""
     path = config.out_dir / "runs" / run.key / RESULT_FILE
     if not path.is_file():
         return None
     result = json.loads(path.read_text())
-    return result if result.get("fingerprint") == run_fingerprint(config, run) else None
+    if result.get("eval_fingerprint") != eval_fingerprint(config) or trained_checkpoint(config, run) is None:
+        return None
+    return result
 
 
 def execute_run(config: ExperimentConfig, run: RunSpec) -> dict[str, Any]:
-    """Train and evaluate one run; writes and returns its ``result.json`` document."""
+    """Train (unless a finished checkpoint of the same settings exists) and evaluate one run;
+    writes and returns its ``result.json`` document."""
     from .curriculum import mean_real_share
-    from .trainer import train
+    from .trainer import load_history, train
 
     torch.set_num_threads(config.threads)
     train_cfg = train_config(config, run)
     run_dir = train_cfg.out_dir.parent
-    if run_dir.exists():  # an interrupted attempt: the trainer cannot resume, start over
-        shutil.rmtree(run_dir)
     started, load_start = time.time(), os.getloadavg()[0]
-    result = train(train_cfg)
-    trained = time.time()
-    evaluation = evaluate_checkpoint_domains(result.last, domain_paths(config), cache_dir=config.cache_dir)
+    checkpoint = trained_checkpoint(config, run)
+    if checkpoint is None:
+        if run_dir.exists():  # an interrupted attempt: start over
+            shutil.rmtree(run_dir)
+        checkpoint = train(train_cfg).last
+        train_seconds = time.time() - started
+    else:
+        previous = run_dir / RESULT_FILE
+        train_seconds = json.loads(previous.read_text())["train_seconds"] if previous.is_file() else None
+    history, losses = load_history(train_cfg.out_dir)
+    evaluated = time.time()
+    evaluation = evaluate_checkpoint_domains(checkpoint, domain_paths(config), cache_dir=config.cache_dir)
     document = {
         "key": run.key, "arm": run.arm.name, "label": run.arm.label, "seed": run.seed, "r_max": run.arm.r_max,
         "static": run.arm.static, "synthetic_pool": run.arm.synthetic, "real_pool": run.arm.real,
         "mean_real_share": mean_real_share(config.epochs, run.arm.r_max, config.batch_size, run.arm.static),
-        "iterations": len(result.iteration_losses), "final_loss": result.history[-1].loss,
-        "train_seconds": trained - started, "eval_seconds": time.time() - trained,
+        "iterations": len(losses), "final_loss": history[-1].loss,
+        "train_seconds": train_seconds, "eval_seconds": time.time() - evaluated,
         "load_start": load_start, "load_end": os.getloadavg()[0], "threads": config.threads,
-        "checkpoint": str(result.last.relative_to(config.out_dir)), "fingerprint": run_fingerprint(config, run),
+        "checkpoint": str(checkpoint.relative_to(config.out_dir)), "eval_fingerprint": eval_fingerprint(config),
         "eval": evaluation}
     write_json(run_dir / RESULT_FILE, document)
     return document
@@ -368,9 +352,9 @@ def summarise(results: dict[str, dict[str, Any]], config: ExperimentConfig) -> d
             stats["count"] = per[0]["count"]
             stats["per_class_top1"] = {c: _stats([p["per_class"][c]["top1"] for p in per])["mean"]
                                        for c in per[0]["per_class"] if per[0]["per_class"][c]["count"]}
-            stats["points"] = {b: {"count": per[0]["points"][b]["count"],
-                                   **_stats([p["points"][b]["top1"] for p in per])}
-                               for b in point_bin_labels() if b in per[0]["points"]}
+            stats["points"] = {row["bin"]: {"count": row["count"],
+                                            **_stats([p["breakdown"]["points"][i]["top1"] for p in per])}
+                               for i, row in enumerate(per[0]["breakdown"]["points"]) if row["count"]}
             entry["domains"][domain] = stats
         summary[name] = entry
     sweep = []
@@ -441,8 +425,9 @@ def run_experiment(config: ExperimentConfig, log: Callable[[str], None] = print)
             def finished(run: RunSpec, result: dict[str, Any]) -> None:
                 results[run.key] = result
                 top1 = ", ".join(f"{d} {100 * result['eval'][d]['top1']:.1f}%" for d in DOMAINS)
-                log(f"[{len(results)}/{len(runs)}] {run.key}: top-1 {top1} "
-                    f"({result['train_seconds']:.0f} s training, load {result['load_end']:.1f})")
+                trained = "reused checkpoint" if result["train_seconds"] is None else \
+                    f"{result['train_seconds']:.0f} s training"
+                log(f"[{len(results)}/{len(runs)}] {run.key}: top-1 {top1} ({trained}, load {result['load_end']:.1f})")
                 write(data_seconds)
 
             _wait_all(pending, finished, loads)
@@ -465,8 +450,8 @@ def _write_results(config: ExperimentConfig, runs: list[RunSpec], results: dict[
                    "iterations_per_epoch": config.iterations_per_epoch, "batch_size": config.batch_size,
                    "samples": config.iterations * config.batch_size},
         "domains": domain_labels(config),
-        "point_bins": point_bin_labels(),
-        "data": data_summary(sorted((config.out_dir / "data").glob("*/*.npz"))),
+        "data": data_summary(dict.fromkeys([config.out_dir / "data" / "sim" / f"{d}_train.npz" for d in ("cad", "lidar")]
+                                           + list(domain_paths(config).values()))),
         "planned": [r.key for r in runs],
         "complete": all(r.key in results for r in runs),
         "runs": {r.key: results[r.key] for r in runs if r.key in results},

@@ -85,7 +85,7 @@ def markdown_tables(results: dict[str, Any], image_dir: str) -> str:
                          + [_pct(s[d]["top1"]) for d in domains] for s in results["sweep"]])
     lines += ["", "Every run, top-1 (%):", ""]
     lines += markdown_table(["run", "final loss", "training s"] + [labels[d] for d in domains],
-                    [[key, f"{r['final_loss']:.3f}", f"{r['train_seconds']:.0f}"]
+                    [[key, f"{r['final_loss']:.3f}", "–" if r["train_seconds"] is None else f"{r['train_seconds']:.0f}"]
                      + [_pct(r["eval"][d]["top1"]) for d in domains] for key, r in results["runs"].items()])
     lines += [""] + [f"![{name[:-4]}]({image_dir}/{name})" for name in IMAGES]
     return "\n".join(lines)

@@ -14,11 +14,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from blendclip_sim.object_sets import build_object_sets, load_object_set
-from blendclip_train.experiment import (DOMAINS, ExperimentConfig, curriculum_arm, metrics_by_points, plan_runs,
-                                        point_bin_labels)
+from blendclip_train.experiment import DOMAINS, ExperimentConfig, curriculum_arm, plan_runs
 from blendclip_train.experiment_report import BEGIN, END, replace_block
 
 TINY = ["--arms", "synthetic_only", "curriculum", "--seeds", "0", "--sweep", "--per-class", "4",
@@ -49,8 +47,8 @@ def test_tiny_run_writes_every_run_and_domain(tiny):
         for domain, (folder, file) in DOMAINS.items():
             metrics = run["eval"][domain]
             assert metrics["count"] == len(load_object_set(out / "data" / folder / file))
-            assert sum(b["count"] for b in metrics["points"].values()) == metrics["count"]
-            assert set(metrics["points"]) <= set(point_bin_labels())
+            assert sum(b["count"] for b in metrics["breakdown"]["points"]) == metrics["count"]
+            assert sum(row["count"] for row in metrics["per_class"].values()) == metrics["count"]
     # the curriculum arm saw real samples only from epoch 1 on; with 2 epochs its ramp is still 0
     assert results["runs"]["curriculum_r0.3_seed0"]["real_pool"] is True
     assert results["runs"]["synthetic_only_seed0"]["real_pool"] is False
@@ -66,7 +64,7 @@ def test_tiny_run_writes_every_run_and_domain(tiny):
     assert "[2/2]" in stdout and len(results["sessions"]) == 1
 
 
-def test_second_invocation_skips_finished_runs_and_redoes_a_missing_one(tiny):
+def test_second_invocation_skips_finished_runs_reuses_trainings_and_restarts_interrupted_ones(tiny):
     out, _ = tiny
     first = (out / "runs" / "synthetic_only_seed0" / "result.json").read_text()
     again = experiment("run", "--out", str(out), *TINY)
@@ -74,12 +72,20 @@ def test_second_invocation_skips_finished_runs_and_redoes_a_missing_one(tiny):
     assert "skip synthetic_only_seed0 (finished)" in again.stdout
     assert "skip curriculum_r0.3_seed0 (finished)" in again.stdout and "0 to do" in again.stdout
     assert (out / "runs" / "synthetic_only_seed0" / "result.json").read_text() == first
-    (out / "runs" / "curriculum_r0.3_seed0" / "result.json").unlink()  # as if interrupted mid-run
+    # evaluation lost, training finished: the checkpoint is reused (its metadata says it is complete)
+    (out / "runs" / "curriculum_r0.3_seed0" / "result.json").unlink()
+    # interrupted mid-training: no finished checkpoint, so the run trains again from the start
+    (out / "runs" / "synthetic_only_seed0" / "result.json").unlink()
+    (out / "runs" / "synthetic_only_seed0" / "train" / "last.safetensors").unlink()
     third = experiment("run", "--out", str(out), *TINY)
     assert third.returncode == 0, third.stderr
-    assert "1 finished, 1 to do" in third.stdout and "[2/2] curriculum_r0.3_seed0" in third.stdout
+    assert "0 finished, 2 to do" in third.stdout
+    lines = {line.split()[1].rstrip(":"): line for line in third.stdout.splitlines() if line.startswith("[")}
+    assert "reused checkpoint" in lines["curriculum_r0.3_seed0"]
+    assert "s training" in lines["synthetic_only_seed0"]
     results = json.loads((out / "results.json").read_text())
     assert results["complete"] and len(results["sessions"]) == 3
+    assert (out / "runs" / "synthetic_only_seed0" / "train" / "last.safetensors").is_file()
 
 
 def test_report_turns_the_json_into_a_table_and_plots(tiny, tmp_path):
@@ -121,18 +127,6 @@ def test_plan_runs_orders_seeds_first_and_shares_the_default_curriculum_run(tmp_
     assert curriculum_arm(0.3).name == "curriculum_r0.3"
 
 
-def test_metrics_by_points_bins_by_point_count():
-    labels = ["a", "b"]
-    scores = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 0.0]])
-    targets = np.array([0, 0, 1, 0])
-    counts = np.array([3, 5, 30, 500])
-    m = metrics_by_points(scores, targets, counts, labels)
-    assert m["top1"] == pytest.approx(0.5)
-    assert m["points"]["1-5"] == {"count": 2, "top1": 0.5, "top5": 1.0}
-    assert m["points"]["21-50"]["top1"] == 0.0 and m["points"][">=201"]["top1"] == 1.0
-    assert "6-20" not in m["points"]
-
-
 def test_replace_block_appends_then_replaces():
     once = replace_block("# T\n", "one")
     assert once == f"# T\n\n{BEGIN}\none\n{END}\n"
@@ -154,3 +148,33 @@ def test_lidar_options_choose_sensor_height_and_splits():
 
     with pytest.raises(ConfigError, match="mount_height"):
         build_object_sets(**kwargs, mount_height=0.0)
+
+
+def test_model_card_numbers_come_from_its_json(tiny, tmp_path, shared_data):
+    from test.conftest import NUSCENES_INFO
+
+    if not NUSCENES_INFO.is_file():
+        pytest.skip("nuScenes sample not found")
+    out, _ = tiny
+    card_json, card_md = tmp_path / "card.json", tmp_path / "card.md"
+    card_md.write_text("# Card\n\nprose\n")
+    result = subprocess.run([sys.executable, "-m", "blendclip_train.model_card", "--data-dir", str(out),
+                             "--per-class", "4", "--cad-points", "64", "--views", "1", "--nuscenes-info",
+                             str(NUSCENES_INFO), "--json", str(card_json), "--markdown", str(card_md)],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    card = json.loads(card_json.read_text())
+    assert card["checkpoint"]["iterations"] == 2650 and card["checkpoint"]["config"]["r_max"] == 0.3
+    assert set(card["simulated"]) == set(DOMAINS)
+    assert set(card["real_nuscenes"]) == {"nuscenes", "nuscenes_synonyms"}
+    real = card["real_nuscenes"]["nuscenes"]
+    # 69 boxes in the frame: one "ignore", the rest labelled; boxes without points count as misses
+    assert real["all"]["count"] == 68 and real["all"]["empty"] == real["skipped"]["no points"]
+    assert real["min_points_1"]["count"] == 68 - real["all"]["empty"]
+    assert 0 < real["min_points_5"]["count"] < real["min_points_1"]["count"]
+    assert sum(r["count"] for r in real["all"]["per_class"].values()) == 68
+    hits = real["min_points_1"]["top1"] * real["min_points_1"]["count"]
+    assert real["all"]["top1"] == pytest.approx(hits / 68)
+    text = card_md.read_text()
+    assert text.startswith("# Card\n\nprose\n")
+    assert f"| {100 * real['min_points_5']['top1']:.1f} % |" in text
