@@ -269,7 +269,7 @@ def trained_checkpoint(config: ExperimentConfig, run: RunSpec) -> Path | None:
     if training.get("epoch") != config.epochs - 1 or any(stored.get(k) != wanted[k] for k in _TRAIN_KEYS):
         return None
     for item in training.get("data", []):
-        if not Path(item["path"]).is_file() or file_digest(item["path"]) != item["sha256"]:
+        if not Path(item["path"]).is_file() or file_digest(item["path"]) != item.get("sha256"):
             return None
     return path
 
@@ -303,13 +303,13 @@ def execute_run(config: ExperimentConfig, run: RunSpec) -> dict[str, Any]:
     started, load_start = time.time(), os.getloadavg()[0]
     checkpoint = trained_checkpoint(config, run)
     if checkpoint is None:
-        if run_dir.exists():  # an interrupted attempt: start over
+        try:  # continue an interrupted attempt from its newest training state, if any
+            checkpoint = train(dataclasses.replace(train_cfg, resume="auto")).last
+            if not checkpoint.is_file():
+                raise ConfigError(f"{run_dir}: the training state left nothing to train but no checkpoint")
+        except ConfigError:  # a state of other settings, or a damaged run folder: start over
             shutil.rmtree(run_dir)
-        checkpoint = train(train_cfg).last
-        train_seconds = time.time() - started
-    else:
-        previous = run_dir / RESULT_FILE
-        train_seconds = json.loads(previous.read_text())["train_seconds"] if previous.is_file() else None
+            checkpoint = train(train_cfg).last
     history, losses = load_history(train_cfg.out_dir)
     evaluated = time.time()
     evaluation = evaluate_checkpoint_domains(checkpoint, domain_paths(config), cache_dir=config.cache_dir)
@@ -318,7 +318,7 @@ def execute_run(config: ExperimentConfig, run: RunSpec) -> dict[str, Any]:
         "static": run.arm.static, "synthetic_pool": run.arm.synthetic, "real_pool": run.arm.real,
         "mean_real_share": mean_real_share(config.epochs, run.arm.r_max, config.batch_size, run.arm.static),
         "iterations": len(losses), "final_loss": history[-1].loss,
-        "train_seconds": train_seconds, "eval_seconds": time.time() - evaluated,
+        "train_seconds": sum(r.seconds for r in history), "eval_seconds": time.time() - evaluated,
         "load_start": load_start, "load_end": os.getloadavg()[0], "threads": config.threads,
         "checkpoint": str(checkpoint.relative_to(config.out_dir)), "eval_fingerprint": eval_fingerprint(config),
         "eval": evaluation}
@@ -352,9 +352,10 @@ def summarise(results: dict[str, dict[str, Any]], config: ExperimentConfig) -> d
             stats["count"] = per[0]["count"]
             stats["per_class_top1"] = {c: _stats([p["per_class"][c]["top1"] for p in per])["mean"]
                                        for c in per[0]["per_class"] if per[0]["per_class"][c]["count"]}
-            stats["points"] = {row["bin"]: {"count": row["count"],
-                                            **_stats([p["breakdown"]["points"][i]["top1"] for p in per])}
-                               for i, row in enumerate(per[0]["breakdown"]["points"]) if row["count"]}
+            for kind in ("points", "distance"):  # the evaluation's breakdowns (bins with objects)
+                stats[kind] = {row["bin"]: {"count": row["count"],
+                                            **_stats([p["breakdown"][kind][i]["top1"] for p in per])}
+                               for i, row in enumerate(per[0]["breakdown"][kind]) if row["count"]}
             entry["domains"][domain] = stats
         summary[name] = entry
     sweep = []
@@ -425,9 +426,8 @@ def run_experiment(config: ExperimentConfig, log: Callable[[str], None] = print)
             def finished(run: RunSpec, result: dict[str, Any]) -> None:
                 results[run.key] = result
                 top1 = ", ".join(f"{d} {100 * result['eval'][d]['top1']:.1f}%" for d in DOMAINS)
-                trained = "reused checkpoint" if result["train_seconds"] is None else \
-                    f"{result['train_seconds']:.0f} s training"
-                log(f"[{len(results)}/{len(runs)}] {run.key}: top-1 {top1} ({trained}, load {result['load_end']:.1f})")
+                log(f"[{len(results)}/{len(runs)}] {run.key}: top-1 {top1} ({result['train_seconds']:.0f} s in "
+                    f"training epochs, {result['eval_seconds']:.0f} s evaluation, load {result['load_end']:.1f})")
                 write(data_seconds)
 
             _wait_all(pending, finished, loads)

@@ -69,15 +69,16 @@ def markdown_tables(results: dict[str, Any], image_dir: str) -> str:
         header = ["arm", "seeds", "mean real share"] + [f"{labels[d]} (n = {_count(arms, d)})" for d in domains]
         lines += markdown_table(header, [[a["label"], str(len(a["seeds"])), f"{100 * a['mean_real_share']:.1f} %"]
                                  + [_pct(a["domains"][d][metric]) for d in domains] for a in arms.values()])
-    for d in domains:
-        bins = _bins(arms, d)
-        if len(bins) < 2:
-            continue
-        lines += ["", f"Top-1 (%) by points per object, {labels[d]}:", ""]
-        counts = next(iter(arms.values()))["domains"][d]["points"]
-        lines += markdown_table(["arm"] + [f"{b} pts (n = {counts[b]['count']})" for b in bins],
-                        [[a["label"]] + [_pct(a["domains"][d]["points"].get(b)) for b in bins]
-                         for a in arms.values()])
+    for kind, title, unit in (("points", "points per object", " pts"), ("distance", "distance from the sensor", "")):
+        for d in domains:
+            bins = _bins(arms, d, kind)
+            if len(bins) < 2:
+                continue
+            lines += ["", f"Top-1 (%) by {title}, {labels[d]}:", ""]
+            counts = next(iter(arms.values()))["domains"][d][kind]
+            lines += markdown_table(["arm"] + [f"{b}{unit} (n = {counts[b]['count']})" for b in bins],
+                                    [[a["label"]] + [_pct(a["domains"][d][kind].get(b)) for b in bins]
+                                     for a in arms.values()])
     if results["sweep"]:
         lines += ["", f"r_max sweep (curriculum, seed {results['sweep'][0]['seed']}), top-1 (%):", ""]
         lines += markdown_table(["r_max", "mean real share"] + [labels[d] for d in domains],
@@ -95,8 +96,8 @@ def _count(arms: dict[str, Any], domain: str) -> int:
     return next(iter(arms.values()))["domains"][domain]["count"] if arms else 0
 
 
-def _bins(arms: dict[str, Any], domain: str) -> list[str]:
-    return list(next(iter(arms.values()))["domains"][domain]["points"]) if arms else []
+def _bins(arms: dict[str, Any], domain: str, kind: str = "points") -> list[str]:
+    return list(next(iter(arms.values()))["domains"][domain].get(kind, {})) if arms else []
 
 
 def plot_arms(results: dict[str, Any], path: Path) -> Path:
