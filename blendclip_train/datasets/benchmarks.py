@@ -19,7 +19,7 @@ format              what is read
 ``shards``          any shard folder (labels from the shards).
 ``mmdet3d``         an mmdet3d v1.1 info ``.pkl`` beside its ``.pcd.bin`` sweeps: one sample per
                     annotated box with >= 1 point (points in the box, sensor axes; ``ignore`` boxes
-                    skipped); distance = the box centre's horizontal range.
+                    skipped); distance = the box centre's horizontal range from the ego origin.
 ``npz``             the project's object-set ``.npz`` (``blendclip-simulate objects``); a bare path
                     ending in ``.npz`` means this.
 ==================  ==============================================================================
@@ -46,7 +46,11 @@ import h5py
 import numpy as np
 
 from blendclip_ros.errors import ConfigError, PointFileError
-from blendclip_ros.geometry.preprocess import RELEASE_CONVENTION, InputConvention, preprocess_crops
+from blendclip_ros.geometry.preprocess import (
+    RELEASE_CONVENTION,
+    InputConvention,
+    preprocess_crops,
+)
 
 from ..shards import ShardSet
 from .common import Y_UP_TO_Z_UP, split_spec, y_up_to_z_up
@@ -313,20 +317,22 @@ def _mmdet3d(path: Path) -> EvalSet:
 
     try:
         with path.open("rb") as f:
-            frames = len(pickle.load(f)["data_list"])
+            entries = pickle.load(f)["data_list"]
+        lidar2ego = [np.asarray(e["lidar_points"].get("lidar2ego", np.eye(4)), dtype=np.float64) for e in entries]
     except (OSError, pickle.UnpicklingError, KeyError, TypeError, EOFError) as exc:
         raise PointFileError(f"{path}: not an mmdet3d v1.1 info file ({exc})") from None
     clouds, names, distance = [], [], []
-    for index in range(frames):
+    for index, to_ego in enumerate(lidar2ego):
         frame = load_mmdet3d_frame(path, index)
-        for idx, label, box in zip(points_in_boxes(frame.points, Boxes.from_mmdet3d(frame.boxes)), frame.labels,
-                                   frame.boxes):
+        boxes = Boxes.from_mmdet3d(frame.boxes)
+        centres = boxes.centers @ to_ego[:3, :3].T + to_ego[:3, 3]
+        for idx, label, centre in zip(points_in_boxes(frame.points, boxes), frame.labels, centres):
             clouds.append(frame.points[idx, :3])
             names.append(label.replace("_", " "))
-            distance.append(float(np.hypot(box[0], box[1])))
+            distance.append(float(np.hypot(centre[0], centre[1])))
     return _build(f"mmdet3d:{path.name}", clouds, names, _shipped_labels("nuscenes"), prompts="nuscenes",
                   num_points=8192, order="normalize_then_sample", distance=distance,
-                  info={"frame": "sensor axes", "frames": frames})
+                  info={"frame": "sensor axes", "frames": len(entries)})
 
 
 # ------------------------------------------------------------------------------------ project object sets
