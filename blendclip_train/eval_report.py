@@ -132,10 +132,10 @@ def breakdown_png(doc: dict[str, Any], path: str | os.PathLike, title: str = "")
         for i, b in enumerate(bins):
             ax.text(i, 101, f"n={b['count']}", ha="center", va="bottom", fontsize=7)
         ax.set_xticks(x, [b["bin"] for b in bins], rotation=30, fontsize=8)
-        ax.set_ylim(0, 110)
+        ax.set_ylim(0, 125)
         ax.set_xlabel(xlabel)
         ax.set_ylabel("accuracy (%)")
-        ax.legend(fontsize=8, loc="upper left")
+        ax.legend(fontsize=8, loc="upper right", ncol=2)
     fig.suptitle(title or f"top-1 {_pct(doc['top1'])} % over {doc['count']} objects", fontsize=10)
     return save_figure(fig, path, dpi=110)
 
