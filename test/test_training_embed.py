@@ -112,3 +112,25 @@ def test_cli(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and all(line.startswith("blendclip-embed: error:") for line in err)
     assert embedding_key("x", "random-init") != embedding_key("x", "random-init-2")
+
+
+def test_training_on_a_converted_ulip2_set_trains_the_point_image_term(tmp_path):
+    """ULIP-2 layout -> blendclip-convert -> blendclip-embed -> blendclip-train with the sidecar key."""
+    import csv
+
+    from blendclip_train.datasets.synthetic import convert
+    from blendclip_train.trainer import TrainConfig, train
+    from test.test_training_convert import write_ulip2
+
+    write_ulip2(tmp_path / "objaverse", uids=("a1", "b2", "c3", "d4", "e5"))
+    convert("ulip2", tmp_path / "objaverse", tmp_path / "shards")
+    key = embed_shards(tmp_path / "shards", tower="open_clip", device="cpu").key
+    config = TrainConfig(synthetic=[tmp_path / "shards"], out_dir=tmp_path / "run", embeddings=key,
+                         text_tower={"type": "open_clip", "model": "ViT-B-16", "weights": None}, epochs=1,
+                         iterations_per_epoch=2, batch_size=4, log_every=1, progress=False,
+                         cache_dir=tmp_path / "cache")
+    result = train(config)
+    assert result.last.is_file()
+    with (tmp_path / "run" / "log.csv").open() as f:
+        rows = [r for r in csv.DictReader(f) if r["kind"] == "step"]
+    assert len(rows) == 2 and all(float(r["loss_point_image"]) > 0 for r in rows)
