@@ -54,7 +54,7 @@ from blendclip_ros.geometry.preprocess import (
 
 from ..shards import ShardSet
 from .common import Y_UP_TO_Z_UP, split_spec, y_up_to_z_up
-from .synthetic import resolve_data_path
+from .synthetic import load_object_dict, resolve_data_path
 
 EVAL_FORMATS = ("modelnet40", "scanobjectnn", "objaverse_lvis", "nuscenes", "truckscenes", "shards", "mmdet3d",
                 "npz")
@@ -282,9 +282,7 @@ def _objaverse_lvis(path: Path) -> EvalSet:
         if file is None:
             skipped["missing object file"] += 1
             continue
-        data = np.load(file, allow_pickle=True)
-        data = data.item() if data.dtype == object else {"xyz": data}
-        clouds.append(y_up_to_z_up(np.asarray(data["xyz"])[:, :3]))
+        clouds.append(y_up_to_z_up(np.asarray(load_object_dict(file)["xyz"])[:, :3]))
         names.append(category)
     return _build("objaverse_lvis", clouds, names, class_names or None, prompts="objaverse_lvis_64",
                   num_points=8192, sampling="random", skipped=skipped, info=SYNTHETIC_INFO)

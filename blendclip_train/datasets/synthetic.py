@@ -259,7 +259,7 @@ def _openshape(path: Path, max_views: int | None, skipped: Counter[str]) -> Iter
         if file is None:
             skipped["missing object file"] += 1
             continue
-        data = _load_npy_dict(file)
+        data = load_object_dict(file)
         points = _points(data["xyz"], file, data.get("rgb"))
         candidates = [(t, _at(data.get("text_feat"), i), "text") for i, t in enumerate(data.get("text") or [])]
         candidates += [(data.get(f"{k}_caption"), data.get(f"{k}_caption_feat"), f"{k}_caption")
@@ -311,7 +311,8 @@ def _feature(value: Any) -> np.ndarray | None:
     return None if value is None else np.asarray(value, dtype=np.float32).reshape(-1)
 
 
-def _load_npy_dict(file: Path) -> dict[str, Any]:
+def load_object_dict(file: Path) -> dict[str, Any]:
+    """An OpenShape per-object ``.npy`` dict (``xyz`` at least)."""
     try:
         data = np.load(file, allow_pickle=True)
     except (OSError, ValueError) as exc:
