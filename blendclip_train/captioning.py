@@ -3,7 +3,8 @@
 :class:`TemplateCaptioner` writes ``template.format(class)`` for every crop. :class:`ModelCaptioner`
 runs a ``transformers`` image-text-to-text model from a local folder (never the hub), batched, on
 the GPU when there is one, with every distinct crop captioned once (cache keyed by the JPEG's
-SHA-1, optionally persisted as JSON lines so reruns reuse it):
+SHA-1, optionally persisted as JSON lines in a folder, one file per process, so parallel workers
+never interleave writes and reruns reuse every file):
 
 * chat models (a processor with a chat template, e.g. BlendCLIP's ``gemma-3-4b-it``): a system
   turn with :data:`SYSTEM_PROMPT` and a user turn [image, ``prompt``]; the caption is the reply;
@@ -63,7 +64,7 @@ class ModelCaptioner:
 
     def __init__(self, model_path: str | os.PathLike, *, prompt: str = PROMPT, system_prompt: str = SYSTEM_PROMPT,
                  batch_size: int = 16, max_new_tokens: int = 77, device: str | None = None,
-                 cache_file: str | os.PathLike | None = None, template: str = DEFAULT_TEMPLATE,
+                 cache_dir: str | os.PathLike | None = None, template: str = DEFAULT_TEMPLATE,
                  chat_template: str | None = None) -> None:
         self.path = Path(model_path)
         if not (self.path / "config.json").is_file():
@@ -77,14 +78,14 @@ class ModelCaptioner:
         self._template = TemplateCaptioner(template)
         self.name = f"model:{self.path.name}"
         self.cache: dict[str, str] = {}
-        self.cache_file = None if cache_file is None else Path(cache_file)
-        if self.cache_file is not None and self.cache_file.exists():
-            for line in self.cache_file.read_text(encoding="utf-8").splitlines():
+        self.cache_dir = None if cache_dir is None else Path(cache_dir)
+        for path in sorted(self.cache_dir.glob("*.jsonl")) if self.cache_dir is not None else []:
+            for line in path.read_text(encoding="utf-8").splitlines():
                 try:
                     entry = json.loads(line)
-                except ValueError:
+                    self.cache[entry["sha1"]] = entry["caption"]
+                except (ValueError, KeyError, TypeError):
                     continue  # a line cut short by a kill
-                self.cache[entry["sha1"]] = entry["caption"]
         self._model: Any = None
         self.generated = 0  # crops sent through the model (cache misses)
 
@@ -122,9 +123,9 @@ class ModelCaptioner:
     def _remember(self, new: dict[str, str]) -> None:
         self.cache.update(new)
         self.generated += len(new)
-        if self.cache_file is not None:
-            self.cache_file.parent.mkdir(parents=True, exist_ok=True)
-            with self.cache_file.open("a", encoding="utf-8") as f:
+        if self.cache_dir is not None:
+            self.cache_dir.mkdir(parents=True, exist_ok=True)
+            with (self.cache_dir / f"{os.getpid()}.jsonl").open("a", encoding="utf-8") as f:
                 f.write("".join(json.dumps({"sha1": k, "caption": v}) + "\n" for k, v in new.items()))
 
     def _generate(self, jpegs: list[bytes]) -> list[str]:

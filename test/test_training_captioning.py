@@ -58,8 +58,8 @@ def test_template_captions_and_bad_templates():
 @pytest.mark.parametrize("chat", [False, True])
 def test_model_captions_are_batched_cached_per_crop_and_persisted(tmp_path, chat):
     model = tiny_blip(tmp_path / "blip")
-    cache = tmp_path / "cache.jsonl"
-    captioner = ModelCaptioner(model, batch_size=2, max_new_tokens=6, cache_file=cache, device="cpu",
+    cache = tmp_path / "cache"
+    captioner = ModelCaptioner(model, batch_size=2, max_new_tokens=6, cache_dir=cache, device="cpu",
                                chat_template=CHAT if chat else None)  # chat: system + user turns, as for gemma-3
     images = [jpeg(0), jpeg(1), jpeg(0), jpeg(2), jpeg(1)]
     captions = captioner.caption_many(images, ["car"] * 5)
@@ -69,10 +69,10 @@ def test_model_captions_are_batched_cached_per_crop_and_persisted(tmp_path, chat
     for text in captions:
         assert text and (set(text.split()) <= vocabulary or text == "a point cloud of a car")
     assert any(text != "a point cloud of a car" for text in captions)  # the model said something
-    again = ModelCaptioner(model, cache_file=cache, device="cpu")
+    again = ModelCaptioner(model, cache_dir=cache, device="cpu")
     assert again.caption_many(images[:2], ["car", "car"]) == captions[:2] and again.generated == 0
-    cache.write_text(cache.read_text() + '{"sha1": "cut')  # a line cut by a kill is ignored
-    assert len(ModelCaptioner(model, cache_file=cache).cache) == 3
+    (cache / "12345.jsonl").write_text('{"sha1": "cut')  # another process's line cut by a kill is ignored
+    assert len(ModelCaptioner(model, cache_dir=cache).cache) == 3
 
 
 def test_model_folder_is_checked(tmp_path):
@@ -94,5 +94,6 @@ def test_mining_cli_captions_real_crops_with_the_model(shared_data, tmp_path):
     with_images = [s for s in data if s.images]
     assert with_images and all(len(s.captions) == len(s.images) for s in with_images)
     assert all(s.meta["captioner"] == "model:blip" for s in data)
-    assert any(c != f"a point cloud of a {s.label}" for s in with_images for c in s.captions)
+    model_captions = [c for s in with_images for c in s.captions if c != f"a point cloud of a {s.label}"]
+    assert model_captions and all(len(c.split()) <= 6 for c in model_captions)  # --caption-max-tokens 6
     assert all(s.captions == [f"a point cloud of a {s.label}"] for s in data if not s.images)

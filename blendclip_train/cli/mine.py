@@ -64,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from blendclip_train.captioning import ModelCaptioner, TemplateCaptioner
+    from blendclip_train.captioning import Captioner, ModelCaptioner, TemplateCaptioner
     from blendclip_train.mining import (
         CropRules,
         MiningConfig,
@@ -81,15 +81,18 @@ def run(args: argparse.Namespace) -> int:
         if args.images else None
     config = MiningConfig(sweeps=args.sweeps, min_points=args.min_points, frame=args.frame, eval_set=args.eval,
                           keep_void=args.keep_void, crops=crops, pairing=args.pairing, max_images=args.max_images)
-    template = TemplateCaptioner(args.caption_template)
-    if args.caption_model is not None:
-        model, cache = args.caption_model, args.out / ".caption-cache" / f"{args.caption_model.name}.jsonl"
-        factory = lambda: ModelCaptioner(model, batch_size=args.caption_batch, cache_file=cache,
-                                         template=args.caption_template)
-        name = f"model:{model.name}"
-        factory()  # fail early on a bad folder; the model itself loads lazily in the workers
-    else:
-        factory, name = (lambda: TemplateCaptioner(args.caption_template)), f"template:{template.template}"
+    template = TemplateCaptioner(args.caption_template)  # also checks the template
+    model = args.caption_model
+    cache = None if model is None else args.out / ".caption-cache" / model.name
+
+    def factory() -> Captioner:
+        if model is None:
+            return TemplateCaptioner(args.caption_template)
+        return ModelCaptioner(model, batch_size=args.caption_batch, max_new_tokens=args.caption_max_tokens,
+                              cache_dir=cache, template=args.caption_template)
+
+    name = f"template:{template.template}" if model is None else f"model:{model.name}"
+    factory()  # fail early on a bad model folder; the model itself loads lazily in the workers
     if args.dataset == "mmdet3d":
         from blendclip_train.mining.real_sweep import mine_info_file
 
