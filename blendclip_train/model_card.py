@@ -202,7 +202,7 @@ def _cell(row: dict[str, Any]) -> str:
 def build_parser() -> argparse.ArgumentParser:
     p = Parser(prog=PROG, description="Model-card numbers of a checkpoint (JSON) and the card's generated tables.")
     p.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT, help="point-model checkpoint")
-    p.add_argument("--data-dir", type=Path, required=True,
+    p.add_argument("--data-dir", type=Path, default=None,
                    help="folder whose data/ holds the simulated test sets (built there when missing)")
     p.add_argument("--per-class", type=positive_int, default=200, help="instances per class (default 200)")
     p.add_argument("--cad-points", type=positive_int, default=512,
@@ -213,12 +213,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", type=Path, required=True, help="write every number here")
     p.add_argument("--markdown", type=Path, default=None, help="card whose generated block is replaced")
     p.add_argument("--cache-dir", type=Path, default=None, help="text-embedding cache directory")
+    p.add_argument("--render-only", action="store_true",
+                   help="no evaluation: write --markdown from an existing --json")
     return p
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.render_only:
+        if args.markdown is None or not args.json.is_file():
+            raise ConfigError("--render-only needs an existing --json and a --markdown to write")
+        _write_card(args.markdown, json.loads(args.json.read_text()))
+        return 0
     if not args.checkpoint.is_file():
         raise ConfigError(f"--checkpoint: {args.checkpoint} does not exist")
+    if args.data_dir is None:
+        raise ConfigError("--data-dir: required unless --render-only")
     info = args.nuscenes_info if args.nuscenes_info.is_file() else None
     if info is None:
         print(f"{PROG}: warning: {args.nuscenes_info} not found; no real-sweep numbers", file=sys.stderr)
@@ -228,10 +237,14 @@ def run(args: argparse.Namespace) -> int:
     write_json(args.json, card)
     print(args.json)
     if args.markdown is not None:
-        text = args.markdown.read_text() if args.markdown.is_file() else ""
-        args.markdown.write_text(replace_block(text, card_markdown(card), BEGIN, END))
-        print(args.markdown)
+        _write_card(args.markdown, card)
     return 0
+
+
+def _write_card(markdown: Path, card: dict[str, Any]) -> None:
+    text = markdown.read_text() if markdown.is_file() else ""
+    markdown.write_text(replace_block(text, card_markdown(card), BEGIN, END))
+    print(markdown)
 
 
 def main(argv: list[str] | None = None) -> int:

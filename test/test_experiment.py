@@ -179,3 +179,8 @@ def test_model_card_numbers_come_from_its_json(tiny, tmp_path, shared_data):
     text = card_md.read_text()
     assert text.startswith("# Card\n\nprose\n")
     assert f"| {100 * real['min_points_5']['top1']:.1f} % |" in text
+    rendered = tmp_path / "rendered.md"
+    again = subprocess.run([sys.executable, "-m", "blendclip_train.model_card", "--render-only", "--json",
+                            str(card_json), "--markdown", str(rendered)], capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert rendered.read_text().strip() == text[text.index("<!-- model-card:begin"):].strip()
