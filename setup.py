@@ -41,6 +41,7 @@ setup(
     entry_points={
         "console_scripts": [
             "blendclip-classify = blendclip_ros.cli.classify:main",
+            "blendclip-prompts = blendclip_ros.cli.prompts:main",
             "blendclip-classifier = blendclip_ros.ros.classifier_node:main",
             "blendclip-bag-from-nuscenes = blendclip_ros.ros.bag_from_nuscenes:main",
             "blendclip-replay = blendclip_ros.ros.replay:main",

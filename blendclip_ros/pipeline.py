@@ -17,10 +17,10 @@ from .errors import ConfigError, PointCloudError
 from .geometry.boxes import Boxes
 from .geometry.crop import points_in_boxes
 from .geometry.preprocess import RELEASE_CONVENTION, InputConvention, preprocess_crops
-from .model.checkpoint import RELEASE, load_checkpoint
+from .model.checkpoint import RELEASE, TITLES, LoadedCheckpoint, load_checkpoint
 from .model.config import PointBertConfig
 from .model.pointbert import BlendClipPointModel
-from .text.bank import TextBank, build_text_bank
+from .text.bank import TextBank, build_text_bank, check_bank_space, load_bank
 from .text.prompts import PromptSet, load_prompt_set
 from .text.towers import OpenClipTextTower, TextTower, make_text_tower, resolve_device
 
@@ -157,44 +157,88 @@ class ObjectClassifier:
                     text_tower: dict[str, Any] | TextTower | None = None,
                     prompts: PromptSet | str | Path | list[str] | None = None, device: str | torch.device = "cpu",
                     seed: int = 0, cache_dir: str | Path | None = None, allow_network: bool = False,
-                    default_text_tower: dict[str, Any] | None = None, **options: Any) -> ObjectClassifier:
+                    default_text_tower: dict[str, Any] | None = None, bank: str | Path | TextBank | None = None,
+                    text_weights: str | Path | None = None, colour: str | None = None,
+                    **options: Any) -> ObjectClassifier:
         """Build the point model, text tower and text bank from settings.
 
         No ``checkpoint``: a random-init (seeded) encoder of the named preset whose projection
         matches the text tower (MiniLM unless ``text_tower`` says otherwise), with an
-        :class:`UntrainedModelWarning`. With one: its encoder, and the text tower its metadata
-        names (a BlendCLIP release file also holds the OpenCLIP weights it was trained with).
-        ``prompts``: a prompt set, a YAML path or set name (default ``nuscenes``), or labels.
-        ``default_text_tower`` is used when a checkpoint names no text tower (ULIP files).
-        ``options`` go to :class:`ObjectClassifier` (max_points, min_points, margin, ...).
+        :class:`UntrainedModelWarning`. With one (any family, see ``model.checkpoint``): its
+        model and input convention, and the text tower its family was aligned to, read from
+        ``text_weights`` (a local file holding that open_clip tower; a BlendCLIP release file
+        holds its own). ``bank``: a prompt-bank file (``blendclip-prompts encode``) or bank;
+        then no text tower is built unless one is configured (for live prompt changes), and a
+        bank from another text space than the model's is refused. ``prompts``: a prompt set, a
+        YAML path or set name (default ``nuscenes``), or labels. ``default_text_tower`` is used
+        when a checkpoint names no text tower (ULIP xyz files). ``colour``: ``"gray"`` or
+        ``"intensity"`` for families that take rgb. ``options`` go to :class:`ObjectClassifier`
+        (max_points, min_points, margin, ...).
         """
-        prompt_set = _prompt_set(prompts)  # validate user input before building anything heavy
+        if bank is not None and prompts is not None:
+            raise ConfigError("prompts: give a prompt set or a prompt bank, not both")
+        prompt_set = _prompt_set(prompts) if bank is None else None  # validate before heavy work
+        text_bank = bank if isinstance(bank, TextBank) or bank is None else load_bank(bank)
         dev = resolve_device(device)
+        wants_tower = text_bank is None or text_tower is not None or text_weights is not None
+        space, family = "", "BlendCLIP PointBERT"
         if checkpoint is None:
-            tower = _tower(text_tower, None, dev, allow_network)
-            config = dataclasses.replace(PointBertConfig.named(encoder), embed_dim=tower.dim)
+            tower = _tower(text_tower, None, dev, allow_network) if wants_tower else None
+            dim = tower.dim if text_bank is None else text_bank.dim
+            config = dataclasses.replace(PointBertConfig.named(encoder), embed_dim=dim)
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(int(seed))
                 model = BlendClipPointModel(config)
             warnings.warn(f"no checkpoint: the '{encoder}' point encoder is random-initialised (seed {seed}); "
                           "its predictions are meaningless until trained weights are loaded",
                           UntrainedModelWarning, stacklevel=2)
+            source = f"untrained '{encoder}' encoder (seed {seed})"
         else:
             loaded = load_checkpoint(checkpoint, device=dev)
-            model = loaded.model
-            spec = loaded.text_tower
-            if text_tower is None and loaded.format == RELEASE:
-                text_tower = OpenClipTextTower(str(spec.get("model", "ViT-B-16")), weights=checkpoint, device=dev)
-            elif text_tower is None and spec is None and default_text_tower is not None:
-                text_tower = default_text_tower
-            elif text_tower is None and spec is None:
-                raise ConfigError(f"text_tower: checkpoint {checkpoint} ({loaded.format}) names no text tower; "
-                                  "pass one")
-            tower = _tower(text_tower, spec, dev, allow_network)
-        bank = build_text_bank(tower, prompt_set, cache_dir)
-        source = f"checkpoint {checkpoint}" if checkpoint is not None else f"untrained '{encoder}' encoder (seed {seed})"
-        return cls(model, bank, device=dev, tower=tower, cache_dir=cache_dir,
-                   description=f"BlendCLIP PointBERT, {source}, text tower {tower.name}", **options)
+            model, space, family = loaded.model, loaded.text_space, TITLES[loaded.family]
+            tower = _checkpoint_tower(loaded, checkpoint, text_tower, text_weights, default_text_tower, dev,
+                                      allow_network) if wants_tower else None
+            source = f"checkpoint {checkpoint}"
+        if text_bank is None:
+            text_bank = build_text_bank(tower, prompt_set, cache_dir)
+        else:
+            check_bank_space(text_bank, space, model.config.embed_dim, f"the {family} model")
+        if colour is not None:
+            convention = options.pop("convention", None) or getattr(model, "input_convention", RELEASE_CONVENTION)
+            options["convention"] = convention.replace(colour=colour)
+        text = f"text tower {tower.name}" if tower is not None else f"prompt bank ({text_bank.tower_name})"
+        return cls(model, text_bank, device=dev, tower=tower, cache_dir=cache_dir,
+                   description=f"{family}, {source}, {text}", **options)
+
+
+def _checkpoint_tower(loaded: LoadedCheckpoint, checkpoint: str | Path, given: dict[str, Any] | TextTower | None,
+                      text_weights: str | Path | None, default: dict[str, Any] | None, device: torch.device,
+                      allow_network: bool) -> TextTower:
+    """The text tower for a loaded checkpoint: the one given, else the one its family names."""
+    spec = loaded.text_tower
+    if given is not None and not isinstance(given, dict):
+        return given
+    given = {k: v for k, v in (given or {}).items() if v is not None}
+    if text_weights is not None:
+        given["weights"] = str(text_weights)
+    if spec is not None and spec.get("pretrained") and given.get("model", spec["model"]) == spec["model"] \
+            and str(given.get("type", "open_clip")).replace("-", "_") in ("open_clip", "openclip"):
+        # The family's own tower: keep its tag, read the weights from the given local file.
+        if not given.get("weights") and loaded.format == RELEASE:
+            return OpenClipTextTower(spec["model"], weights=checkpoint, device=device, pretrained=spec["pretrained"])
+        if not given.get("weights") and not allow_network:
+            raise ConfigError(f"text_tower: the {TITLES[loaded.family]} model was aligned to open_clip "
+                              f"{spec['model']} ({spec['pretrained']}); pass that tower's local weights file "
+                              "(text weights) or a prompt bank")
+        return make_text_tower({**spec, **given, "type": "open_clip"}, device, allow_network=allow_network)
+    if given.get("type") or given.get("model"):
+        return make_text_tower({"type": "open_clip", **given}, device, allow_network=allow_network)
+    if spec is not None:
+        return make_text_tower(spec, device, allow_network=allow_network)
+    if default is not None:
+        return make_text_tower(default, device, allow_network=allow_network)
+    raise ConfigError(f"text_tower: checkpoint {checkpoint} ({loaded.format}) names no text tower; "
+                      "pass one or a prompt bank")
 
 
 def _tower(given: dict[str, Any] | TextTower | None, spec: dict[str, Any] | None, device: torch.device,

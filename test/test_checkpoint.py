@@ -168,13 +168,13 @@ def test_non_strict_load_reports_what_it_skipped(tmp_path):
     torch.testing.assert_close(loaded.model.pc_projection, model.pc_projection)
 
 
-def test_release_with_wrong_input_channels_is_refused(tmp_path):
-    """ULIP-2 style weights (xyz+rgb tokenizer) do not fit the xyz model."""
+def test_release_with_a_misshaped_tokenizer_is_refused_naming_the_family(tmp_path):
     checkpoint = _release_dict(_random_model())
-    checkpoint["state_dict"]["module.point_encoder.encoder.first_conv.0.weight"] = torch.zeros(32, 6, 1)
-    path = tmp_path / "ulip2.pt"
+    checkpoint["state_dict"]["module.point_encoder.reduce_dim.weight"] = torch.zeros(96, 7)
+    path = tmp_path / "bad.pt"
     torch.save(checkpoint, path)
-    with pytest.raises(CheckpointError, match=r"first_conv\.0\.weight \(32, 6, 1\) vs model \(32, 3, 1\)"):
+    with pytest.raises(CheckpointError, match=r"BlendCLIP PointBERT state dict does not fit.*"
+                                              r"reduce_dim\.weight \(96, 7\) vs model \(96, 64\)"):
         load_checkpoint(path)
 
 
@@ -196,7 +196,7 @@ def test_project_format_with_wrong_tensor_fails(tmp_path):
     (json.dumps({"format": "other", "version": 1}), "metadata.format is not 'blendclip_ros'"),
     (json.dumps({"format": "blendclip_ros", "version": 7, "encoder": {}}), "version 7"),
     (json.dumps({"format": "blendclip_ros", "version": 1, "encoder": {"width": -1}}),
-     "metadata.encoder is invalid .width:"),
+     "metadata.encoder is invalid for BlendCLIP PointBERT .width:"),
 ])
 def test_project_format_metadata_errors(tmp_path, document, message):
     path = tmp_path / "bad.safetensors"

@@ -29,11 +29,15 @@ def build_parser() -> argparse.ArgumentParser:
     labels = p.add_mutually_exclusive_group()
     labels.add_argument("--prompts", default=None, help="prompt-set YAML or shipped set name (default nuscenes)")
     labels.add_argument("--labels", default=None, help="comma-separated class names, e.g. car,truck,pedestrian")
+    labels.add_argument("--bank", type=Path, default=None,
+                        help="prompt-bank file from blendclip-prompts encode (no text tower is built)")
     p.add_argument("--text-tower", choices=("minilm", "open_clip"), default=None,
                    help="text tower when the checkpoint names none (default minilm)")
-    p.add_argument("--text-model", default="ViT-B-16", help="open_clip model config for --text-tower open_clip")
+    p.add_argument("--text-model", default=None,
+                   help="open_clip model config for --text-tower open_clip (default ViT-B-16, or the checkpoint's)")
     p.add_argument("--text-weights", default=None,
-                   help="local weights file (or, with --allow-network, a pretrained tag) for --text-tower open_clip")
+                   help="local weights file of the checkpoint's text tower, or of --text-tower open_clip "
+                        "(with --allow-network, a pretrained tag)")
     p.add_argument("--allow-network", action="store_true", help="allow downloading pretrained text weights")
     p.add_argument("--encoder", choices=("tiny", "full"), default="tiny", help="preset without --checkpoint")
     p.add_argument("--device", default="cpu", help="cpu or cuda (falls back to cpu with a warning)")
@@ -43,6 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="points per crop after sampling (default: the model family's count, 8192 for BlendCLIP)")
     p.add_argument("--margin", type=float, default=0.0, help="grow every box face by this many metres")
     p.add_argument("--score-threshold", type=float, default=0.0, help="top-1 probability below -> 'unknown'")
+    p.add_argument("--colour", choices=("gray", "intensity"), default=None,
+                   help="rgb for models that take it: the authors' 0.4 gray (default) or the point intensity")
     p.add_argument("--seed", type=int, default=0, help="seed of the random-init encoder")
     p.add_argument("--cache-dir", type=Path, default=None, help="text-embedding cache directory")
     return p
@@ -50,12 +56,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _text_tower(args: argparse.Namespace) -> dict | None:
     if args.text_tower is None:
-        if args.text_weights is not None:
-            raise UsageError("argument error: --text-weights needs --text-tower open_clip")
+        if args.text_weights is not None and args.checkpoint is None:
+            raise UsageError("argument error: --text-weights needs --text-tower open_clip or a --checkpoint")
         return None
     if args.text_tower == "minilm":
         return {"type": "minilm"}
-    return {"type": "open_clip", "model": args.text_model, "weights": args.text_weights}
+    model = {"model": args.text_model} if args.text_model else {}
+    return {"type": "open_clip", **model, "weights": args.text_weights}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -69,8 +76,10 @@ def run(args: argparse.Namespace) -> int:
         prompts = PromptSet.from_labels(args.labels) if args.labels is not None else args.prompts
     except PromptError as exc:
         raise UsageError(f"--labels: {exc}") from None
+    tower = _text_tower(args)
     classifier = ObjectClassifier.from_config(
-        args.checkpoint, encoder=args.encoder, text_tower=_text_tower(args), prompts=prompts,
+        args.checkpoint, encoder=args.encoder, text_tower=tower, prompts=prompts, bank=args.bank,
+        text_weights=args.text_weights if tower is None else None, colour=args.colour,
         device=args.device, seed=args.seed, cache_dir=args.cache_dir, allow_network=args.allow_network,
         top_k=args.top_k,
         min_points=args.min_points, max_points=args.max_points, margin=args.margin,

@@ -146,7 +146,8 @@ class ClassifierNode(Node):
             problems = [reason for name, value in values.items() if (reason := check_value(name, value))]
             if problems:
                 raise ConfigError("; ".join(problems))
-            prompt_set = prompt_set_from(values)
+            bank = values["prompts.bank"] or None
+            prompt_set = None if bank else prompt_set_from(values)
             checkpoint = values["model.checkpoint"] or None
             tower = {"type": values["text.tower"], "model": values["text.model"],
                      "weights": values["text.weights"] or None}
@@ -156,7 +157,8 @@ class ClassifierNode(Node):
                     checkpoint=checkpoint, encoder=values["model.encoder"],
                     seed=int(values["model.seed"]), device=values["model.device"],
                     text_tower=None if checkpoint else tower, default_text_tower=tower,
-                    prompts=prompt_set, cache_dir=values["text.cache_dir"] or None,
+                    prompts=prompt_set, bank=bank, text_weights=values["text.weights"] or None,
+                    cache_dir=values["text.cache_dir"] or None,
                     top_k=int(values["classify.top_k"]), score_threshold=float(values["classify.score_threshold"]),
                     min_points=int(values["classify.min_points"]), max_points=int(values["classify.max_points"]),
                     margin=float(values["classify.box_margin"]))
@@ -331,7 +333,7 @@ class ClassifierNode(Node):
         header = self._header_now()
         self._label_info_pub.publish(label_info(header, self.classifier.labels,
                                                 float(self._value("classify.score_threshold"))))
-        location = self._value("prompts.file") or "prompts.labels"
+        location = self._value("prompts.bank") or self._value("prompts.file") or "prompts.labels"
         self._vision_info_pub.publish(vision_info(header, self.classifier.description, location,
                                                   self.prompt_version))
 

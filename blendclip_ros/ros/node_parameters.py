@@ -50,6 +50,9 @@ SPECS: tuple[ParamSpec, ...] = (
               read_only=True),
     ParamSpec("text.cache_dir", "", "Text-embedding cache folder. Empty: ~/.cache/blendclip_ros/text.",
               read_only=True),
+    ParamSpec("prompts.bank", "", "Prompt-bank file (blendclip-prompts encode): classes and text embeddings "
+              "without any text tower. Then prompts.* changes need text.weights (or text.tower for a "
+              "checkpoint naming none).", read_only=True),
     ParamSpec("prompts.file", "", "Prompt-set YAML (config/prompts/*.yaml). Overrides prompts.labels."),
     ParamSpec("prompts.labels", NUSCENES_LABELS, "Class labels used when prompts.file is empty."),
     ParamSpec("prompts.templates", ["point cloud of a {}."], "Templates for prompts.labels; '{}' is the label."),
@@ -57,8 +60,8 @@ SPECS: tuple[ParamSpec, ...] = (
     ParamSpec("classify.score_threshold", 0.0, "Below this top-1 score a detection is 'unknown'. Scores are "
               "softmax similarities, not calibrated probabilities.", range=(0.0, 1.0)),
     ParamSpec("classify.min_points", 5, "Boxes with fewer points are not encoded.", range=(1, 100000)),
-    ParamSpec("classify.max_points", 8192, "Crops above this size are farthest-point sampled.",
-              range=(32, 65536)),
+    ParamSpec("classify.max_points", 0, "Crops above this size are farthest-point sampled (0: the model "
+              "family's count, 8192 for BlendCLIP, 10000 for ULIP-2/OpenShape/Uni3D).", range=(0, 65536)),
     ParamSpec("classify.box_margin", 0.0, "Margin (m) added to every box side when cropping.", range=(0.0, 5.0)),
     ParamSpec("classify.max_box_size", 50.0, "Boxes with an extent above this (m) are not cropped and get "
               "'unknown' (protects the frame budget from absurd boxes).", range=(0.1, 1000.0)),
@@ -101,8 +104,8 @@ def check_value(name: str, value: Any) -> str | None:
         templates = list(value)
         if not templates or any("{}" not in t for t in templates):
             return "prompts.templates: every template needs a '{}' placeholder"
-    if name == "prompts.file" and value and not Path(value).is_file():
-        return f"prompts.file: {value} does not exist"
+    if name in ("prompts.file", "prompts.bank") and value and not Path(value).is_file():
+        return f"{name}: {value} does not exist"
     return None
 
 

@@ -1,9 +1,13 @@
-"""TextBank: one normalised text embedding per class, with an on-disk cache.
+"""TextBank: one normalised text embedding per class, with an on-disk cache and bank files.
 
 A class embedding is the L2-normalised mean of the normalised embeddings of every template
 filled with every phrase (name + synonyms). Banks are cached as safetensors files keyed by the
 sha256 of a canonical JSON of (tower name, weights digest, templates, classes); a cache hit
 never calls the tower, so a lazy tower never builds its network.
+
+A prompt-bank file (:func:`save_bank`, written by ``blendclip-prompts encode``) holds the
+embeddings with the labels, templates, phrases, tower name, text space and weights digest, so
+the node, ``blendclip-classify`` and evaluation classify without any text tower.
 """
 
 from __future__ import annotations
@@ -36,6 +40,8 @@ class TextBank:
     embeddings: torch.Tensor
     tower_name: str
     digest: str
+    #: The tower's text space (``TextTower.text_space``); empty when unknown.
+    text_space: str = ""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "labels", tuple(self.labels))
@@ -49,7 +55,7 @@ class TextBank:
 
     def to(self, device: str | torch.device) -> TextBank:
         """The same bank with its embeddings on ``device``."""
-        return TextBank(self.labels, self.embeddings.to(device), self.tower_name, self.digest)
+        return TextBank(self.labels, self.embeddings.to(device), self.tower_name, self.digest, self.text_space)
 
 
 def bank_key(tower_name: str, digest: str, prompt_set: PromptSet) -> str:
@@ -120,10 +126,76 @@ def build_text_bank(tower: TextTower, prompt_set: PromptSet, cache_dir: str | Pa
     if use_cache:
         cached = _read_cache(path, key, prompt_set.labels)
         if cached is not None:
-            return TextBank(prompt_set.labels, cached.to(tower.device), tower.name, tower.weights_digest)
-    bank = TextBank(prompt_set.labels, encode_prompt_set(tower, prompt_set), tower.name, tower.weights_digest)
+            return TextBank(prompt_set.labels, cached.to(tower.device), tower.name, tower.weights_digest,
+                            tower.text_space)
+    bank = TextBank(prompt_set.labels, encode_prompt_set(tower, prompt_set), tower.name, tower.weights_digest,
+                    tower.text_space)
     if bank.dim != tower.dim:
         raise ConfigError(f"text_tower: {tower.name} returned {bank.dim}-d embeddings, declared {tower.dim}")
     if use_cache:
         _write_cache(path, key, bank)
     return bank
+
+
+BANK_FORMAT = "blendclip_ros.prompt_bank"
+BANK_VERSION = 1
+
+
+def save_bank(path: str | Path, bank: TextBank, prompt_set: PromptSet) -> Path:
+    """Write ``bank`` (built from ``prompt_set``) as one safetensors prompt-bank file."""
+    path = Path(path)
+    if list(bank.labels) != prompt_set.labels:
+        raise ConfigError("bank: its labels are not the prompt set's")
+    document = {"format": BANK_FORMAT, "version": BANK_VERSION, "prompt_set": prompt_set.name,
+                "labels": list(bank.labels), "templates": list(prompt_set.templates),
+                "phrases": [list(c.phrases) for c in prompt_set.classes], "tower": bank.tower_name,
+                "text_space": bank.text_space, "weights_digest": bank.digest, "dim": bank.dim}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
+    save_file({"embeddings": bank.embeddings.detach().float().cpu().contiguous()}, str(tmp),
+              metadata={BANK_FORMAT: json.dumps(document)})
+    os.replace(tmp, path)
+    return path
+
+
+def read_bank_document(path: str | Path) -> tuple[dict, torch.Tensor]:
+    """The metadata document and the ``(C, D)`` embeddings of a prompt-bank file."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            embeddings = f.get_tensor("embeddings")
+    except (OSError, SafetensorError, KeyError, ValueError) as exc:
+        raise ConfigError(f"bank: {path} is not a readable prompt-bank file ({exc})") from None
+    try:
+        document = json.loads(meta[BANK_FORMAT])
+    except (KeyError, json.JSONDecodeError):
+        raise ConfigError(f"bank: {path} has no {BANK_FORMAT!r} metadata (not written by "
+                          "blendclip-prompts encode)") from None
+    if document.get("version") != BANK_VERSION:
+        raise ConfigError(f"bank: {path} has version {document.get('version')!r}, expected {BANK_VERSION}")
+    return document, embeddings
+
+
+def load_bank(path: str | Path) -> TextBank:
+    """A :class:`TextBank` from a prompt-bank file (no text tower needed)."""
+    document, embeddings = read_bank_document(path)
+    labels = document.get("labels")
+    if not isinstance(labels, list) or embeddings.ndim != 2 or embeddings.shape[0] != len(labels):
+        raise ConfigError(f"bank: {path} labels do not match its {tuple(embeddings.shape)} embeddings")
+    norms = embeddings.float().norm(dim=1)
+    if not torch.allclose(norms, torch.ones_like(norms), atol=1e-3):
+        raise ConfigError(f"bank: {path} embeddings are not L2-normalised")
+    return TextBank(tuple(labels), embeddings.float(), str(document.get("tower", "")),
+                    str(document.get("weights_digest", "")), str(document.get("text_space", "")))
+
+
+def check_bank_space(bank: TextBank, text_space: str | None, dim: int, what: str = "the model") -> None:
+    """Refuse a bank from another text space than ``what``'s (or of another width).
+
+    ``text_space`` ``None`` or empty (a model whose text tower is not known): only widths are compared.
+    """
+    if bank.dim != dim:
+        raise ConfigError(f"bank: {bank.dim}-d embeddings ({bank.tower_name}) but {what} is {dim}-d")
+    if text_space and bank.text_space and bank.text_space != text_space:
+        raise ConfigError(f"bank: built in text space {bank.text_space} ({bank.tower_name}), but {what} "
+                          f"was aligned to {text_space}")

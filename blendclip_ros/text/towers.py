@@ -34,6 +34,8 @@ class TextTower(Protocol):
     weights_digest: str
     dim: int
     device: torch.device
+    #: Which embedding space the tower maps into (see :func:`text_space_of`).
+    text_space: str
 
     def encode(self, texts: list[str]) -> torch.Tensor:
         """(N, dim) float32 L2-normalised embeddings on ``device``."""
@@ -189,11 +191,14 @@ class OpenClipTextTower(_LazyTower):
 
     ``weights``: ``None`` = random init seeded with ``seed`` (digest ``random-init-seed-<seed>``);
     a local file (safetensors, open_clip or BlendCLIP checkpoint; digest = its sha256); or an
-    open_clip pretrained tag, which needs ``allow_network=True``.
+    open_clip pretrained tag, which needs ``allow_network=True``. ``pretrained`` declares which
+    pretrained tag a local file holds: it names the tower's text space (``open_clip:model:tag``)
+    so point models aligned to that tag accept its prompt banks.
     """
 
     def __init__(self, model_name: str = "ViT-B-16", weights: str | Path | None = None, *,
-                 allow_network: bool = False, device: str | torch.device = "cpu", seed: int = 0) -> None:
+                 allow_network: bool = False, device: str | torch.device = "cpu", seed: int = 0,
+                 pretrained: str | None = None) -> None:
         import open_clip
 
         super().__init__(device)
@@ -222,6 +227,9 @@ class OpenClipTextTower(_LazyTower):
             raise CheckpointError(f"weights: {weights} is neither a file nor a pretrained tag of {model_name}")
         label = "random-init" if weights is None else (self._pretrained_tag or self._weights_path.name)
         self.name = f"open_clip:{model_name}:{label}"
+        self.text_space = text_space_of({"type": "open_clip", "model": model_name, "seed": self._seed,
+                                         "pretrained": self._pretrained_tag or pretrained,
+                                         "weights": None if weights is None else self.weights_digest})
         self._tokenizer = None
 
     def _build(self) -> torch.nn.Module:
@@ -300,6 +308,7 @@ class MiniLMTextTower(_LazyTower):
         self.dim = int(config["hidden_size"])
         self.weights_digest = file_digest(weights)
         self.name = "minilm:all-MiniLM-L6-v2"
+        self.text_space = text_space_of({"type": "minilm"})
         self._tokenizer = None
 
     def _build(self) -> torch.nn.Module:
@@ -323,13 +332,32 @@ class MiniLMTextTower(_LazyTower):
         return (hidden * mask).sum(1) / mask.sum(1).clamp_min(1.0)
 
 
+def text_space_of(spec: dict[str, Any] | None) -> str:
+    """The text space a tower spec maps into: ``minilm:all-MiniLM-L6-v2``, or
+    ``open_clip:<model>:<pretrained tag>`` (else ``:random-init-seed-<seed>`` or
+    ``:sha256-<first 16 hex of the weights file>``). ``None`` means MiniLM."""
+    spec = {"type": "minilm"} if spec is None else spec
+    kind = str(spec.get("type", spec.get("kind", ""))).lower().replace("-", "_")
+    if kind == "minilm":
+        return "minilm:all-MiniLM-L6-v2"
+    model = spec.get("model", "ViT-B-16")
+    if spec.get("pretrained"):
+        return f"open_clip:{model}:{spec['pretrained']}"
+    weights = spec.get("weights")
+    if weights is None:
+        return f"open_clip:{model}:random-init-seed-{int(spec.get('seed', 0))}"
+    digest = file_digest(weights) if Path(str(weights)).is_file() else str(weights)
+    return f"open_clip:{model}:sha256-{digest[:16]}"
+
+
 def make_text_tower(spec: dict[str, Any] | None, device: str | torch.device = "cpu", *,
                     allow_network: bool = False) -> TextTower:
     """A tower from a checkpoint's ``text_tower`` dict (``None`` means MiniLM).
 
     ``{"type": "minilm"}`` or ``{"type": "open_clip", "model": "ViT-B-16", "weights": path|tag|null,
-    "seed": 0}``; ``kind`` is accepted for ``type`` and ``pretrained`` for ``weights`` (the
-    checkpoint loader's spelling); an ``embed_dim`` entry must match the tower's dimension.
+    "pretrained": tag, "seed": 0}``; ``kind`` is accepted for ``type``. ``weights`` is a local
+    file (or a tag); without it ``pretrained`` is the tag to load (needs ``allow_network``); with
+    it ``pretrained`` declares what the file holds. An ``embed_dim`` entry must match the tower.
     """
     spec = {"type": "minilm"} if spec is None else spec
     kind = spec.get("type", spec.get("kind")) if isinstance(spec, dict) else None
@@ -339,8 +367,10 @@ def make_text_tower(spec: dict[str, Any] | None, device: str | torch.device = "c
     if kind == "minilm":
         tower: TextTower = MiniLMTextTower(device=device, model_dir=spec.get("model_dir"))
     elif kind in ("open_clip", "openclip"):
-        tower = OpenClipTextTower(spec.get("model", "ViT-B-16"), spec.get("weights", spec.get("pretrained")),
-                                  allow_network=allow_network, device=device, seed=int(spec.get("seed", 0)))
+        weights = spec.get("weights") or spec.get("pretrained")
+        tower = OpenClipTextTower(spec.get("model", "ViT-B-16"), weights, allow_network=allow_network,
+                                  device=device, seed=int(spec.get("seed", 0)),
+                                  pretrained=spec.get("pretrained") if spec.get("weights") else None)
     else:
         raise ConfigError(f"text_tower.type: unknown tower {kind!r} (expected 'minilm' or 'open_clip')")
     if spec.get("embed_dim") is not None and int(spec["embed_dim"]) != tower.dim:
