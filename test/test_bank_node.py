@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 pytest.importorskip("vision_msgs.msg")
-from vision_msgs.msg import Detection3DArray  # noqa: E402
+from vision_msgs.msg import Detection3DArray
 
-from blendclip_ros.cli.prompts import main as prompts_main  # noqa: E402
+from blendclip_ros.cli.prompts import main as prompts_main
 from test.ros_harness import spin_until, start_classifier, stop
 from test.test_classifier_node import Feed
 from test.test_prompt_banks import b32  # noqa: F401 - module fixture: OpenShape B/32 file + text weights

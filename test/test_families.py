@@ -16,7 +16,11 @@ from safetensors import safe_open
 
 from blendclip_ros.errors import CheckpointError
 from blendclip_ros.geometry.boxes import Boxes
-from blendclip_ros.model.checkpoint import convert_checkpoint, detect_format, load_checkpoint
+from blendclip_ros.model.checkpoint import (
+    convert_checkpoint,
+    detect_format,
+    load_checkpoint,
+)
 from blendclip_ros.model.interface import PointModel
 from blendclip_ros.pipeline import ObjectClassifier
 from blendclip_ros.text.bank import TextBank
@@ -244,6 +248,11 @@ def test_sparseconv_and_unknown_layouts_are_refused(tmp_path):
 
 
 def test_converted_files_name_their_family_and_give_the_same_embeddings(tmp_path, files):
+    from blendclip_ros.model.checkpoint import main
+
+    assert main([str(files["openshape"]), str(tmp_path / "openshape.safetensors")]) == 0
+    assert load_checkpoint(tmp_path / "openshape.safetensors").variant == "vitg14"
+    assert main([str(files["openshape"]), str(tmp_path / "openshape.pt")]) == 2
     for name in ("ulip2", "uni3d"):
         original = load_checkpoint(files[name])
         target = convert_checkpoint(files[name], tmp_path / f"{name}.safetensors")

@@ -22,7 +22,7 @@ from blendclip_ros.text.bank import encode_prompt_set, load_bank
 from blendclip_ros.text.prompts import load_prompt_set
 from blendclip_ros.text.towers import OpenClipTextTower
 from test.test_cli_classify import write_boxes
-from test.test_families import _linear, ppat_layout, random_state
+from test.test_families import ppat_layout, random_state
 
 
 @pytest.fixture(scope="module")
@@ -64,6 +64,9 @@ def test_a_bank_needs_no_text_tower_and_another_text_space_is_refused(b32, nusce
                       str(b32 / "clip_b32_text.safetensors"), "--out", str(bank)])
     pipe = ObjectClassifier.from_config(b32 / "b32.pt", bank=bank, min_points=1, max_points=1024)
     assert pipe.tower is None and "prompt bank" in pipe.description
+    assert pipe.convention.colour == "gray" and pipe.convention.up_axis == "z" and pipe.max_points == 1024
+    lit = ObjectClassifier.from_config(b32 / "b32.pt", bank=bank, colour="intensity")
+    assert lit.convention.colour == "intensity" and lit.max_points == 10000
     with pytest.raises(ConfigError, match="without a text tower"):
         pipe.set_prompts(load_prompt_set("truckscenes"))
     results = pipe.classify(nuscenes_frame.points, Boxes.from_mmdet3d(nuscenes_frame.boxes))

@@ -20,13 +20,14 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Mapping
+from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import ArrayLike
 from scipy.spatial.transform import Rotation
 
 from ..errors import ConfigError, PointCloudError
+from ..model.config import DictConfig
 from .boxes import Boxes
 
 SamplingMethod = Literal["fps", "random"]
@@ -42,7 +43,7 @@ def _check_count(name: str, value: Any) -> None:
 
 
 @dataclass(frozen=True)
-class InputConvention:
+class InputConvention(DictConfig):
     """How one model family wants its input clouds.
 
     ``num_points``: the cap (and, with ``resample_up``, the exact count) of points per cloud;
@@ -78,17 +79,6 @@ class InputConvention:
     def replace(self, **changes: Any) -> InputConvention:
         """A copy with some fields changed (validated)."""
         return dataclasses.replace(self, **changes)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> InputConvention:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"{unknown[0]}: unknown input-convention key (known: {sorted(known)})")
-        return cls(**data)
 
 
 #: The BlendCLIP release: xyz, normalise the whole crop, FPS down to 8192, no re-centring.

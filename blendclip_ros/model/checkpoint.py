@@ -540,3 +540,27 @@ def _listing(keys: list[str]) -> str:
     shown = ", ".join(keys[:_MAX_LISTED_KEYS])
     more = len(keys) - _MAX_LISTED_KEYS
     return f"[{shown}{f', ... (+{more} more)' if more > 0 else ''}]"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m blendclip_ros.model.checkpoint SOURCE TARGET.safetensors``: convert a checkpoint."""
+    from blendclip_ros.cli.support import Parser, run_cli
+
+    parser = Parser(prog="python -m blendclip_ros.model.checkpoint",
+                    description="Convert any supported checkpoint into this project's .safetensors format.")
+    parser.add_argument("source", type=Path, help="checkpoint file (release, ULIP-2, OpenShape, Uni3D, ...)")
+    parser.add_argument("target", type=Path, help="output .safetensors file")
+    parser.add_argument("--trust-pickle", action="store_true", help="allow arbitrary objects (trusted files only)")
+
+    def run(args: argparse.Namespace) -> int:
+        loaded = load_checkpoint(convert_checkpoint(args.source, args.target, trust_pickle=args.trust_pickle))
+        print(f"{args.target}: {TITLES[loaded.family]} {loaded.variant}".rstrip())
+        return 0
+
+    return run_cli(parser.prog, parser, run, argv)
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main())

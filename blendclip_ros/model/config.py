@@ -9,6 +9,25 @@ from typing import Any, Mapping
 from blendclip_ros.errors import ConfigError
 
 
+class DictConfig:
+    """``to_dict`` / ``from_dict`` for frozen config dataclasses; unknown keys raise :class:`ConfigError`."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-serialisable dict."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]):
+        """Inverse of :meth:`to_dict`; missing keys take defaults."""
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"{cls.__name__}: expected a mapping, got {type(data).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"{unknown[0]}: unknown {cls.__name__} key (known: {sorted(known)})")
+        return cls(**data)
+
+
 @dataclass(frozen=True)
 class PointBertConfig:
     """Architecture of the PointBERT encoder and its projection into the text space.

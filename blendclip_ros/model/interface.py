@@ -9,7 +9,8 @@ A point model (BlendCLIP/ULIP-2 PointBERT, OpenShape point-patch transformer, Un
 
 from __future__ import annotations
 
-from typing import Protocol, Sequence, runtime_checkable
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
 
 import torch
 from torch import Tensor

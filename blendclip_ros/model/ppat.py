@@ -14,10 +14,9 @@ prepended, there is no positional embedding, and the output is the CLS token (pr
 
 from __future__ import annotations
 
-import dataclasses
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -25,8 +24,13 @@ from torch import Tensor, nn
 
 from blendclip_ros.errors import ConfigError
 from blendclip_ros.geometry.preprocess import InputConvention
+from blendclip_ros.model.config import DictConfig
 from blendclip_ros.model.pointbert import as_cloud_list
-from blendclip_ros.model.sampling import bucket_by_size, farthest_point_sample, pad_clouds
+from blendclip_ros.model.sampling import (
+    bucket_by_size,
+    farthest_point_sample,
+    pad_clouds,
+)
 
 #: Upper bound on (clouds x centres x points) distance elements per ball-query block.
 BALL_BLOCK_ELEMENTS = 1 << 24
@@ -36,7 +40,7 @@ DIM_HEAD = 64
 
 
 @dataclass(frozen=True)
-class PPATConfig:
+class PPATConfig(DictConfig):
     """Architecture of one OpenShape point-patch transformer.
 
     ``projected``: a ``Linear(dim, embed_dim)`` follows (bigG, L/14); without one (B/32) the
@@ -66,17 +70,6 @@ class PPATConfig:
             raise ConfigError(f"radius: expected a positive number, got {self.radius!r}")
         if not self.projected and self.embed_dim != self.dim:
             raise ConfigError(f"embed_dim: {self.embed_dim} != dim {self.dim} without a projection")
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> PPATConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"{unknown[0]}: unknown PPATConfig key (known: {sorted(known)})")
-        return cls(**data)
 
 
 class _PreNorm(nn.Module):

@@ -10,10 +10,9 @@ the CLS token through ``visual.norm`` and ``visual.fc_norm``, then ``trans2embed
 
 from __future__ import annotations
 
-import dataclasses
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -21,6 +20,7 @@ from torch import Tensor, nn
 
 from blendclip_ros.errors import ConfigError
 from blendclip_ros.geometry.preprocess import InputConvention
+from blendclip_ros.model.config import DictConfig
 from blendclip_ros.model.pointbert import MiniPointNet, as_cloud_list
 from blendclip_ros.model.sampling import bucket_by_size, group_points, pad_clouds
 
@@ -37,7 +37,7 @@ POINTNET2_ORIGIN_SKIP = 1e-3
 
 
 @dataclass(frozen=True)
-class Uni3DConfig:
+class Uni3DConfig(DictConfig):
     """One Uni3D scale: the timm EVA model, tokenizer sizes and the 1024-d projection."""
 
     scale: str = "tiny"
@@ -67,17 +67,6 @@ class Uni3DConfig:
     @property
     def in_channels(self) -> int:
         return 6
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Uni3DConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"{unknown[0]}: unknown Uni3DConfig key (known: {sorted(known)})")
-        return cls(**data)
 
 
 class Uni3DPointEncoder(nn.Module):
