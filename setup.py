@@ -9,6 +9,7 @@ PACKAGE = "blendclip_ros"
 SIM_REQUIRES = ["numpy", "pillow", "tqdm", "matplotlib"]
 TRAIN_REQUIRES = SIM_REQUIRES + ["scipy", "h5py", "tensorboard", "nuscenes-devkit", "truckscenes-devkit"]
 TEST_REQUIRES = ["pytest", "pytest-timeout", "hypothesis"]
+ONNX_REQUIRES = ["onnx", "onnxruntime", "onnxscript"]
 
 setup(
     name=PACKAGE,
@@ -37,11 +38,13 @@ setup(
         "sim": SIM_REQUIRES,
         "train": TRAIN_REQUIRES,
         "test": TEST_REQUIRES,
+        "onnx": ONNX_REQUIRES,
     },
     entry_points={
         "console_scripts": [
             "blendclip-classify = blendclip_ros.cli.classify:main",
             "blendclip-prompts = blendclip_ros.cli.prompts:main",
+            "blendclip-export = blendclip_ros.cli.export:main",
             "blendclip-classifier = blendclip_ros.ros.classifier_node:main",
             "blendclip-bag-from-nuscenes = blendclip_ros.ros.bag_from_nuscenes:main",
             "blendclip-replay = blendclip_ros.ros.replay:main",

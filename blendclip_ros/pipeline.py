@@ -19,6 +19,7 @@ from .geometry.crop import points_in_boxes
 from .geometry.preprocess import RELEASE_CONVENTION, InputConvention, preprocess_crops
 from .model.checkpoint import RELEASE, TITLES, LoadedCheckpoint, load_checkpoint
 from .model.config import PointBertConfig
+from .model.onnx_backend import with_backend
 from .model.pointbert import BlendClipPointModel
 from .text.bank import TextBank, build_text_bank, check_bank_space, load_bank
 from .text.prompts import PromptSet, load_prompt_set
@@ -158,7 +159,7 @@ class ObjectClassifier:
                     prompts: PromptSet | str | Path | list[str] | None = None, device: str | torch.device = "cpu",
                     seed: int = 0, cache_dir: str | Path | None = None, allow_network: bool = False,
                     default_text_tower: dict[str, Any] | None = None, bank: str | Path | TextBank | None = None,
-                    text_weights: str | Path | None = None, colour: str | None = None,
+                    text_weights: str | Path | None = None, colour: str | None = None, backend: str = "torch",
                     **options: Any) -> ObjectClassifier:
         """Build the point model, text tower and text bank from settings.
 
@@ -172,8 +173,9 @@ class ObjectClassifier:
         bank from another text space than the model's is refused. ``prompts``: a prompt set, a
         YAML path or set name (default ``nuscenes``), or labels. ``default_text_tower`` is used
         when a checkpoint names no text tower (ULIP xyz files). ``colour``: ``"gray"`` or
-        ``"intensity"`` for families that take rgb. ``options`` go to :class:`ObjectClassifier`
-        (max_points, min_points, margin, ...).
+        ``"intensity"`` for families that take rgb. ``backend``: ``torch`` or ``onnxruntime`` (the
+        BlendCLIP encoder exported once, see ``model.onnx_backend``). ``options`` go to
+        :class:`ObjectClassifier` (max_points, min_points, margin, ...).
         """
         if bank is not None and prompts is not None:
             raise ConfigError("prompts: give a prompt set or a prompt bank, not both")
@@ -207,8 +209,8 @@ class ObjectClassifier:
             convention = options.pop("convention", None) or getattr(model, "input_convention", RELEASE_CONVENTION)
             options["convention"] = convention.replace(colour=colour)
         text = f"text tower {tower.name}" if tower is not None else f"prompt bank ({text_bank.tower_name})"
-        return cls(model, text_bank, device=dev, tower=tower, cache_dir=cache_dir,
-                   description=f"{family}, {source}, {text}", **options)
+        return cls(with_backend(model, backend), text_bank, device=dev, tower=tower, cache_dir=cache_dir,
+                   description=f"{family} ({backend}), {source}, {text}", **options)
 
 
 def _checkpoint_tower(loaded: LoadedCheckpoint, checkpoint: str | Path, given: dict[str, Any] | TextTower | None,

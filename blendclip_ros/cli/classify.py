@@ -41,6 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-network", action="store_true", help="allow downloading pretrained text weights")
     p.add_argument("--encoder", choices=("tiny", "full"), default="tiny", help="preset without --checkpoint")
     p.add_argument("--device", default="cpu", help="cpu or cuda (falls back to cpu with a warning)")
+    p.add_argument("--backend", choices=("torch", "onnxruntime"), default="torch",
+                   help="encoder runtime: torch, or onnxruntime on the encoder exported once (needs the onnx extra)")
     p.add_argument("--top-k", type=positive_int, default=3)
     p.add_argument("--min-points", type=positive_int, default=1, help="boxes with fewer points are 'unknown'")
     p.add_argument("--max-points", type=positive_int, default=None,
@@ -81,6 +83,7 @@ def run(args: argparse.Namespace) -> int:
         args.checkpoint, encoder=args.encoder, text_tower=tower, prompts=prompts, bank=args.bank,
         text_weights=args.text_weights if tower is None else None, colour=args.colour,
         device=args.device, seed=args.seed, cache_dir=args.cache_dir, allow_network=args.allow_network,
+        backend=args.backend,
         top_k=args.top_k,
         min_points=args.min_points, max_points=args.max_points, margin=args.margin,
         score_threshold=args.score_threshold)

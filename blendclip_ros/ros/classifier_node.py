@@ -41,6 +41,7 @@ from ..errors import BlendClipError, ConfigError, MessageFormatError  # noqa: E4
 from ..geometry.boxes import Boxes  # noqa: E402
 from ..pipeline import ObjectClassifier  # noqa: E402
 from .conversions import detections_to_arrays, pointcloud2_to_array  # noqa: E402
+from .ego_motion import EgoMotion  # noqa: E402
 from .frames import FrameError, FrameResolver, transform_boxes  # noqa: E402
 from .node_parameters import PROMPT_PARAMS, SPECS, check_value, prompt_set_from  # noqa: E402
 from .node_stats import NodeStats, diagnostic_array  # noqa: E402
@@ -91,6 +92,7 @@ class ClassifierNode(Node):
         self._prompt_lock = threading.Lock()
         self._sync: StampSynchronizer | None = None
         self._subscriptions: list[Any] = []
+        self._ego: EgoMotion | None = None
         self._frames = FrameResolver(self, float(self.get_parameter("tf_timeout").value))
 
     # ------------------------------------------------------------------ parameters
@@ -151,6 +153,8 @@ class ClassifierNode(Node):
             checkpoint = values["model.checkpoint"] or None
             tower = {"type": values["text.tower"], "model": values["text.model"],
                      "weights": values["text.weights"] or None}
+            if int(values["model.threads"]):  # before the model: onnxruntime takes torch's thread count
+                torch.set_num_threads(int(values["model.threads"]))
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
                 self.classifier = ObjectClassifier.from_config(
@@ -161,16 +165,16 @@ class ClassifierNode(Node):
                     cache_dir=values["text.cache_dir"] or None,
                     top_k=int(values["classify.top_k"]), score_threshold=float(values["classify.score_threshold"]),
                     min_points=int(values["classify.min_points"]), max_points=int(values["classify.max_points"]),
-                    margin=float(values["classify.box_margin"]))
+                    margin=float(values["classify.box_margin"]), backend=values["model.backend"])
+            sweeps = int(values["accumulate.sweeps"])
+            self._ego = EgoMotion(self, sweeps, values["accumulate.fixed_frame"], float(values["tf_timeout"])) \
+                if sweeps > 1 else None
         except (BlendClipError, OSError, ValueError, RuntimeError) as exc:
             self.get_logger().error(f"configure failed: {exc}")
             self.classifier = None
             return TransitionCallbackReturn.FAILURE
         for warning in caught:
             self.get_logger().warning(str(warning.message))
-        threads = int(values["model.threads"])
-        if threads:
-            torch.set_num_threads(threads)
         self.prompt_version = 1
         self._sync = self._make_sync()
         depth = int(self._value("qos.detections.depth"))
@@ -209,6 +213,9 @@ class ClassifierNode(Node):
 
     def on_cleanup(self, state: State) -> TransitionCallbackReturn:
         self._stop_worker()
+        if self._ego is not None and self._ego.subscription is not None:
+            self._subscriptions.append(self._ego.subscription)
+        self._ego = None
         for sub in self._subscriptions:
             self.destroy_subscription(sub)
         self._subscriptions = []
@@ -248,6 +255,8 @@ class ClassifierNode(Node):
     # ------------------------------------------------------------------ message path
     def _on_cloud(self, msg: PointCloud2) -> None:
         self.stats.receive("clouds")
+        if self._active and self._ego is not None:
+            self._ego.add_cloud(msg)
         if self._active:
             self._offer(self._sync.add_cloud(Stamped(_stamp_ns(msg.header), time.monotonic_ns(), msg)))
 
@@ -319,6 +328,9 @@ class ClassifierNode(Node):
         ranked: list[list[tuple[str, float]] | None] = [None if keep_input else [(UNKNOWN, 0.0)]] * len(arrays)
         indices = np.flatnonzero(valid)
         boxes = Boxes.from_quaternions(centers[indices], arrays.sizes[indices], quats[indices])
+        if self._ego is not None:
+            points = self._ego.merged(cloud, points, boxes, [arrays.ids[i] for i in indices],
+                                      bool(self._value("accumulate.track_velocity")))
         for index, result in zip(indices, self.classifier.classify(points, boxes)):
             prediction = result.prediction
             if prediction.top_k:  # encoded; below the threshold, "unknown" leads the ranked labels
@@ -348,6 +360,8 @@ class ClassifierNode(Node):
                        "prompt_version": self.prompt_version, "active": self._active})
         if self._sync is not None:
             values.update({f"dropped_{k}": v for k, v in self._sync.dropped.items()})
+        if self._ego is not None:
+            values.update({f"accumulate_{k}": v for k, v in self._ego.problems.items()})
         dropped = sum(v for k, v in values.items() if k.startswith("dropped_"))
         level = DiagnosticStatus.WARN if dropped else DiagnosticStatus.OK
         message = f"{dropped} messages or boxes dropped" if dropped else "ok"

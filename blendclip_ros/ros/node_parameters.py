@@ -41,6 +41,9 @@ SPECS: tuple[ParamSpec, ...] = (
               range=(0, 2**31 - 1)),
     ParamSpec("model.device", "cpu", "Torch device: cpu, cuda, cuda:N or auto. CUDA falls back to CPU "
               "with a warning when unavailable.", read_only=True),
+    ParamSpec("model.backend", "torch", "Encoder runtime: torch, or onnxruntime on the encoder exported once "
+              "(cached; CUDA/TensorRT providers on a cuda device when installed).", read_only=True,
+              choices=("torch", "onnxruntime")),
     ParamSpec("model.threads", 1, "CPU threads for torch (0: torch's default, one per core). One thread "
               "keeps latency steady when other processes share the cores.", read_only=True, range=(0, 256)),
     ParamSpec("text.tower", "minilm", "Text tower when the checkpoint names none: minilm (offline, bundled "
@@ -76,6 +79,14 @@ SPECS: tuple[ParamSpec, ...] = (
     ParamSpec("qos.points.depth", 5, "Cloud subscription depth.", read_only=True, range=(1, 100)),
     ParamSpec("qos.detections.depth", 10, "Detection subscription and output depth.", read_only=True,
               range=(1, 100)),
+    ParamSpec("accumulate.sweeps", 1, "Sweeps per classified cloud: the current one and the previous "
+              "sweeps-1 clouds, moved into its frame through accumulate.fixed_frame (denser objects; see "
+              "README 'Multi-sweep accumulation').", read_only=True, range=(1, 20)),
+    ParamSpec("accumulate.fixed_frame", "odom", "Fixed frame for accumulation: tf2 when installed, else the "
+              "nav_msgs/Odometry topic 'odom' (header.frame_id = this frame, child = the cloud's frame).",
+              read_only=True),
+    ParamSpec("accumulate.track_velocity", True, "Move a past sweep's points of a moving box along with it, "
+              "at the velocity of its Detection3D.id between frames (constant velocity)."),
     ParamSpec("tf_timeout", 0.05, "Seconds to wait for a transform at the message stamp.", range=(0.0, 5.0)),
     ParamSpec("publish_markers", False, "Publish ~/markers (MarkerArray: boxes and 'label score' texts)."),
     ParamSpec("diagnostics_period", 1.0, "Seconds between /diagnostics messages.", read_only=True,
