@@ -18,6 +18,7 @@ import hashlib
 import json
 import os
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -99,7 +100,10 @@ def export_onnx(model: BlendClipPointModel, path: Path | str, opset: int = OPSET
     dynamic = {"patches": {0: "batch", 1: "patches"}, "centres": {0: "batch", 1: "patches"},
                "valid": {0: "batch", 1: "patches"}, OUTPUT_NAME: {0: "batch"}}
     path.parent.mkdir(parents=True, exist_ok=True)
-    with torch.inference_mode(False), torch.no_grad():
+    with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
+        # The TorchScript exporter: 5-10x faster to export than torch.export's for this graph
+        # and the same ONNX operators; its deprecation notices are not for users of the file.
+        warnings.simplefilter("ignore", DeprecationWarning)
         torch.onnx.export(DenseEncoder(model).eval(), example, str(path), input_names=list(INPUT_NAMES),
                           output_names=[OUTPUT_NAME], dynamic_axes=dynamic, opset_version=opset,
                           dynamo=False)
