@@ -8,7 +8,8 @@ recorded by ``test/ros_peers/load_receiver.py``. Reported per run:
   node p50/p99  the node's own receive-to-publish figures from /diagnostics
   infer p50     the node's crop+encode+classify time (/diagnostics)
   bare          ObjectClassifier.classify on the same frame in this process (the baseline:
-                what the node adds on top of it is message handling and waiting)
+                what the node adds on top of it is message handling and waiting), at the
+                same torch thread count as the node's model.threads (like for like)
   out/s, drop   outputs per second, and the share of pairs superseded (not kept up) after
                 the first 3 outputs (warm-up: the first inferences are slower)
 The "relay" rows are the baseline: test/ros_peers/load_relay.py pairs and republishes the
@@ -64,6 +65,7 @@ RELAY = "relay"  # the transport baseline: test/ros_peers/load_relay.py republis
 @dataclass
 class Run:
     encoder: str
+    backend: str
     frame: str
     rate: float
     sent: int
@@ -83,13 +85,19 @@ class Run:
         return self.drop <= TARGET_MAX_DROP and self.e2e_p99 < TARGET_P99_MS
 
 
-def bare_pipeline_ms(encoder: str, points: np.ndarray, boxes: Boxes, repeats: int) -> float:
+def real_frame() -> tuple[np.ndarray, Boxes]:
+    """The real nuScenes sweep and its 69 boxes."""
+    sweep = load_mmdet3d_frame(NUSCENES_INFO)
+    return sweep.points, Boxes.from_mmdet3d(sweep.boxes)
+
+
+def bare_pipeline_ms(encoder: str, points: np.ndarray, boxes: Boxes, repeats: int, backend: str = "torch") -> float:
     """Median ObjectClassifier.classify time on the frame, in this process (no ROS)."""
     from blendclip_ros.pipeline import ObjectClassifier
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # untrained-encoder warning
-        classifier = ObjectClassifier.from_config(encoder=encoder, min_points=5)
+        classifier = ObjectClassifier.from_config(encoder=encoder, min_points=5, backend=backend)
     xyz = np.ascontiguousarray(points[:, :3])
     classifier.classify(xyz, boxes)
     times: list[float] = []
@@ -102,12 +110,15 @@ def bare_pipeline_ms(encoder: str, points: np.ndarray, boxes: Boxes, repeats: in
 
 
 def run_once(env: dict[str, str], encoder: str, frame: str, rate: float, duration: float, bare_ms: float,
-             synthetic: tuple[int, int], workdir: Path) -> Run:
+             synthetic: tuple[int, int], workdir: Path, backend: str = "torch", threads: int | None = None) -> Run:
+    """One node (or relay) run; the node's model.threads = ``threads`` (default: this process's torch threads)."""
     topics = ("/bench/points", "/bench/detections")
     remaps = ("-r", f"points:={topics[0]}", "-r", f"detections:={topics[1]}")
+    threads = threads or torch.get_num_threads()
     node = Peer(relay_command(NODE, *remaps) if encoder == RELAY else
-                node_command(NODE, "-p", f"model.encoder:={encoder}", "-p", "diagnostics_period:=0.5", *remaps), env)
-    out = workdir / f"{encoder}_{frame}_{rate:g}.json"
+                node_command(NODE, "-p", f"model.encoder:={encoder}", "-p", f"model.backend:={backend}",
+                             "-p", f"model.threads:={threads}", "-p", "diagnostics_period:=0.5", *remaps), env)
+    out = workdir / f"{encoder}_{backend}_{frame}_{rate:g}.json"
     try:
         receiver = start_receiver(env, out, NODE, timeout=180)
         source = {"info": NUSCENES_INFO} if frame == "real" else {"synthetic": synthetic}
@@ -126,7 +137,7 @@ def run_once(env: dict[str, str], encoder: str, frame: str, rate: float, duratio
     span = recording.received_s[-1] - recording.received_s[0]
     last = recording.last
     superseded = last.get("dropped_superseded_pairs", 0.0) - _superseded_after_warmup(recording)
-    return Run(encoder, frame, rate, summary["published"], len(recording.outputs),
+    return Run(encoder, "-" if encoder == RELAY else backend, frame, rate, summary["published"], len(recording.outputs),
                (len(recording.outputs) - 1) / span if span > 0 else float("nan"),
                superseded / max(summary["published"], 1), float(np.median(latency)),
                float(np.percentile(latency, 99)), last.get("latency_p50_ms", float("nan")),
@@ -143,14 +154,14 @@ def _superseded_after_warmup(recording) -> float:
 
 
 def print_table(runs: list[Run]) -> None:
-    header = (f"{'encoder':7} {'frame':9} {'Hz':>4} {'sent':>5} {'out':>5} {'out/s':>6} {'drop':>5} "
+    header = (f"{'encoder':7} {'backend':11} {'frame':9} {'Hz':>4} {'sent':>5} {'out':>5} {'out/s':>6} {'drop':>5} "
               f"{'e2e p50':>8} {'e2e p99':>8} {'node p50':>9} {'node p99':>9} {'infer p50':>9} {'bare':>7} "
               f"{'RSS MiB':>8}  target")
     print("\n" + header + "\n" + "-" * len(header))
     for r in runs:
         target = ("met" if r.meets_target else "NOT met") if (r.encoder, r.frame, r.rate) == ("tiny", "real", 20) \
             else ""
-        print(f"{r.encoder:7} {r.frame:9} {r.rate:4g} {r.sent:5d} {r.outputs:5d} {r.out_per_s:6.1f} {r.drop:5.0%} "
+        print(f"{r.encoder:7} {r.backend:11} {r.frame:9} {r.rate:4g} {r.sent:5d} {r.outputs:5d} {r.out_per_s:6.1f} {r.drop:5.0%} "
               f"{r.e2e_p50:8.1f} {r.e2e_p99:8.1f} {r.node_p50:9.1f} {r.node_p99:9.1f} {r.infer_p50:9.1f} "
               f"{r.bare_ms:7.1f} {r.rss_mib:8.0f}  {target}")
     print("(latencies in ms; bare = ObjectClassifier.classify in this process, the baseline; "
@@ -159,7 +170,7 @@ def print_table(runs: list[Run]) -> None:
         relay = next((b for b in runs if (b.encoder, b.frame, b.rate) == (RELAY, r.frame, r.rate)), None)
         if r.encoder == RELAY or relay is None:
             continue
-        print(f"[{r.encoder}/{r.frame}/{r.rate:g} Hz] e2e p50 {r.e2e_p50:.1f} ms = node {r.node_p50:.1f} + outside "
+        print(f"[{r.encoder}/{r.backend}/{r.frame}/{r.rate:g} Hz] e2e p50 {r.e2e_p50:.1f} ms = node {r.node_p50:.1f} + outside "
               f"the node {r.e2e_p50 - r.node_p50:.1f} (relay baseline e2e {relay.e2e_p50:.1f}); node inference "
               f"{r.infer_p50:.1f} = {r.infer_p50 / r.bare_ms:.2f}x bare pipeline; e2e p99 / target "
               f"{r.e2e_p99 / TARGET_P99_MS:.2f}x")
@@ -174,8 +185,10 @@ def main() -> None:
     parser.add_argument("--frames", nargs="+", default=["real", "synthetic"], choices=["real", "synthetic"])
     parser.add_argument("--points", type=int, default=300_000, help="synthetic frame: points")
     parser.add_argument("--boxes", type=int, default=200, help="synthetic frame: boxes")
+    parser.add_argument("--backends", nargs="+", default=["torch"], choices=["torch", "onnxruntime"],
+                        help="node model.backend values to run (default: torch)")
     parser.add_argument("--torch-threads", type=int, default=None,
-                        help="OMP_NUM_THREADS for the node and torch threads for the bare baseline (default: torch's)")
+                        help="threads of the bare baseline and the node's model.threads (default: torch's)")
     parser.add_argument("--domain-id", type=int, default=None, help="ROS_DOMAIN_ID (default: pid %% 100 + 1)")
     args = parser.parse_args()
     if args.quick:
@@ -190,20 +203,20 @@ def main() -> None:
           "distort timings); ROS_DOMAIN_ID", env["ROS_DOMAIN_ID"])
     frames = {}
     if "real" in args.frames:
-        sweep = load_mmdet3d_frame(NUSCENES_INFO)
-        frames["real"] = (sweep.points, Boxes.from_mmdet3d(sweep.boxes))
+        frames["real"] = real_frame()
     if "synthetic" in args.frames:
         frames["synthetic"] = synthetic_frame(args.points, args.boxes)
     runs = []
-    plan = [(e, f, r) for e in [RELAY, *args.encoders] for f in args.frames for r in args.rates]
-    bare: dict[tuple[str, str], float] = {}
+    plan = [(RELAY, "-", f, r) for f in args.frames for r in args.rates]
+    plan += [(e, b, f, r) for e in args.encoders for b in args.backends for f in args.frames for r in args.rates]
+    bare: dict[tuple[str, str, str], float] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for encoder, frame, rate in tqdm(plan, desc="runs"):
-            if (encoder, frame) not in bare:
-                bare[encoder, frame] = 0.0 if encoder == RELAY else bare_pipeline_ms(
-                    encoder, *frames[frame], repeats=3 if args.quick else 10)
-            runs.append(run_once(env, encoder, frame, rate, args.duration, bare[encoder, frame],
-                                 (args.points, args.boxes), Path(tmp)))
+        for encoder, backend, frame, rate in tqdm(plan, desc="runs"):
+            if (encoder, backend, frame) not in bare:
+                bare[encoder, backend, frame] = 0.0 if encoder == RELAY else bare_pipeline_ms(
+                    encoder, *frames[frame], repeats=3 if args.quick else 10, backend=backend)
+            runs.append(run_once(env, encoder, frame, rate, args.duration, bare[encoder, backend, frame],
+                                 (args.points, args.boxes), Path(tmp), backend=backend))
     print(f"load average {os.getloadavg()[0]:.1f} at the end")
     print_table(runs)
 

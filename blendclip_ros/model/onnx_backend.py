@@ -157,6 +157,9 @@ class OnnxPointModel:
         options.intra_op_num_threads = self.threads or torch.get_num_threads()
         options.inter_op_num_threads = 1
         options.graph_optimization_level = self._ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # Idle workers sleep instead of spinning: the node shares its cores with torch (grouping),
+        # DDS and other processes.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         return self._ort.InferenceSession(str(self.path), options, providers=providers_for(device))
 
     @property
