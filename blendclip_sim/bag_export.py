@@ -2,7 +2,9 @@
 
 Boxes are in the cloud's frame (``lidar_top``) with the same stamp; each detection has one hypothesis
 (class name, score 1.0) and ``id`` = the actor's instance token. Only boxes with at least
-``min_points`` LiDAR points are written (a detector cannot see the others).
+``min_points`` LiDAR points are written (a detector cannot see the others). With ``poses``, the
+ego poses too: ``/odom`` (nav_msgs/Odometry of ``lidar_top`` in ``odom``), ``/tf`` (odom ->
+base_link) and ``/tf_static`` (base_link -> lidar_top), for multi-sweep accumulation.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from .scene import LIDAR_MOUNT, Frame, generate_scene, simulate
 CLOUD_TOPIC = "/lidar/points"
 DETECTIONS_TOPIC = "/detections"
 FRAME_ID = "lidar_top"
+ODOM_TOPIC = "/odom"
+FIXED_FRAME = "odom"
 DEMO_SEED = 2026
 DEMO_DURATION = 3.0
 DEMO_RATE_HZ = 2.0
@@ -35,13 +39,28 @@ def frame_boxes(frame: Frame, min_points: int = 1) -> tuple[np.ndarray, np.ndarr
     return centres, sizes, quats.reshape(-1, 4), [a.actor.token for a in anns], [a.actor.obj.class_name for a in anns]
 
 
+def ego_matrix(frame: Frame, mount: np.ndarray | None = None) -> np.ndarray:
+    """4x4 world <- ego (or <- sensor, with the sensor's ``mount`` position in the ego frame)."""
+    matrix = np.eye(4)
+    matrix[:3, :3] = frame.ego_rotation
+    matrix[:3, 3] = frame.ego_translation + (0.0 if mount is None else frame.ego_rotation @ mount)
+    return matrix
+
+
 def write_frames_bag(frames: list[Frame], path: Path | str, storage: str = "mcap",
-                     start_ns: int = BASE_TIMESTAMP_US * 1000, min_points: int = 1) -> Path:
-    """Write frames (cloud + ground-truth detections per frame) to a new bag folder ``path``."""
+                     start_ns: int = BASE_TIMESTAMP_US * 1000, min_points: int = 1, poses: bool = False) -> Path:
+    """Write frames (cloud + ground-truth detections per frame, ``poses`` optional) to a new bag ``path``."""
     path = Path(path)
+    mount = np.eye(4)
+    mount[:3, 3] = LIDAR_MOUNT
     with BagWriter(path, storage=storage) as writer:
-        for frame in frames:
+        for index, frame in enumerate(frames):
             stamp = start_ns + int(round(frame.time * 1e9))
+            if poses:
+                if index == 0:
+                    writer.write_transforms("/tf_static", stamp, [("base_link", FRAME_ID, mount)])
+                writer.write_transforms("/tf", stamp, [(FIXED_FRAME, "base_link", ego_matrix(frame))])
+                writer.write_odometry(ODOM_TOPIC, stamp, FIXED_FRAME, FRAME_ID, ego_matrix(frame, LIDAR_MOUNT))
             writer.write_cloud(CLOUD_TOPIC, stamp, FRAME_ID, frame.points)
             centres, sizes, quats, ids, labels = frame_boxes(frame, min_points)
             writer.write_detections(DETECTIONS_TOPIC, stamp, FRAME_ID, centres, sizes, quats, ids, labels)

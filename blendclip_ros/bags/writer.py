@@ -1,4 +1,4 @@
-"""Write rosbag2 bags (MCAP or sqlite3) of PointCloud2 and Detection3DArray without rclpy."""
+"""Write rosbag2 bags (MCAP or sqlite3) of PointCloud2, Detection3DArray and poses without rclpy."""
 
 from __future__ import annotations
 
@@ -8,12 +8,15 @@ from types import TracebackType
 
 import numpy as np
 from rosbags.rosbag2 import StoragePlugin, Writer
+from scipy.spatial.transform import Rotation
 
 from ..pointcloud_layout import float32_fields
 from .typestore import typestore
 
 CLOUD_TYPE = "sensor_msgs/msg/PointCloud2"
 DETECTIONS_TYPE = "vision_msgs/msg/Detection3DArray"
+ODOMETRY_TYPE = "nav_msgs/msg/Odometry"
+TF_TYPE = "tf2_msgs/msg/TFMessage"
 _STORAGE = {"mcap": StoragePlugin.MCAP, "sqlite3": StoragePlugin.SQLITE3}
 
 
@@ -96,3 +99,38 @@ class BagWriter:
                 header=header, results=results, bbox=bbox, id=str(box_id)))
         msg = types[DETECTIONS_TYPE](header=header, detections=detections)
         self.write_raw(topic, DETECTIONS_TYPE, stamp_ns, self._store.serialize_cdr(msg, DETECTIONS_TYPE))
+
+    def _pose(self, pose: np.ndarray) -> tuple[object, object]:
+        """The translation (x, y, z) and the geometry_msgs Quaternion of a 4x4 transform."""
+        types = self._store.types
+        x, y, z, w = Rotation.from_matrix(np.asarray(pose)[:3, :3]).as_quat()
+        return tuple(map(float, np.asarray(pose)[:3, 3])), types["geometry_msgs/msg/Quaternion"](x=x, y=y, z=z, w=w)
+
+    def write_odometry(self, topic: str, stamp_ns: int, frame_id: str, child_frame_id: str,
+                       pose: np.ndarray) -> None:
+        """Write a nav_msgs/Odometry: the 4x4 pose ``frame_id <- child_frame_id`` (zero twist)."""
+        types = self._store.types
+        translation, rotation = self._pose(pose)
+        pose_msg = types["geometry_msgs/msg/Pose"](position=types["geometry_msgs/msg/Point"](*translation),
+                                                   orientation=rotation)
+        zero = types["geometry_msgs/msg/Vector3"](0.0, 0.0, 0.0)
+        msg = types[ODOMETRY_TYPE](
+            header=self._header(stamp_ns, frame_id), child_frame_id=child_frame_id,
+            pose=types["geometry_msgs/msg/PoseWithCovariance"](pose=pose_msg, covariance=np.zeros(36)),
+            twist=types["geometry_msgs/msg/TwistWithCovariance"](
+                twist=types["geometry_msgs/msg/Twist"](linear=zero, angular=zero), covariance=np.zeros(36)))
+        self.write_raw(topic, ODOMETRY_TYPE, stamp_ns, self._store.serialize_cdr(msg, ODOMETRY_TYPE))
+
+    def write_transforms(self, topic: str, stamp_ns: int,
+                         transforms: Sequence[tuple[str, str, np.ndarray]]) -> None:
+        """Write a tf2_msgs/TFMessage of ``(parent, child, 4x4 parent <- child)`` transforms."""
+        types = self._store.types
+        stamped = []
+        for parent, child, pose in transforms:
+            translation, rotation = self._pose(pose)
+            stamped.append(types["geometry_msgs/msg/TransformStamped"](
+                header=self._header(stamp_ns, parent), child_frame_id=child,
+                transform=types["geometry_msgs/msg/Transform"](
+                    translation=types["geometry_msgs/msg/Vector3"](*translation), rotation=rotation)))
+        msg = types[TF_TYPE](transforms=stamped)
+        self.write_raw(topic, TF_TYPE, stamp_ns, self._store.serialize_cdr(msg, TF_TYPE))

@@ -8,6 +8,7 @@ removal) but keep the ``ring`` column the devkit drops and add a ``time`` column
 
 from __future__ import annotations
 
+import dataclasses
 import pickle
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -36,6 +37,8 @@ class AnnotatedCloud:
 
     ``points`` columns are named by ``field_names``: keyframes have x, y, z, intensity,
     ring; multi-sweep clouds add ``time`` = seconds the sweep is older than the keyframe.
+    ``pose`` is the 4x4 global <- LiDAR transform at the stamp (None when the source has none);
+    ``annotated`` is False for intermediate sweeps, which have no annotations.
     """
 
     stamp_ns: int
@@ -44,11 +47,12 @@ class AnnotatedCloud:
     boxes: Boxes
     ids: list[str]
     labels: list[str]
+    pose: np.ndarray | None = None
+    annotated: bool = True
 
     def shifted(self, offset_ns: int) -> AnnotatedCloud:
         """The same cloud stamped ``offset_ns`` later."""
-        return AnnotatedCloud(self.stamp_ns + offset_ns, self.points, self.field_names, self.boxes,
-                              self.ids, self.labels)
+        return dataclasses.replace(self, stamp_ns=self.stamp_ns + offset_ns)
 
 
 def read_lidar_bin(path: Path | str) -> np.ndarray:
@@ -108,6 +112,12 @@ def _global_from_sensor(nusc: NuScenes, sample_data: dict) -> np.ndarray:
     return _pose(ego) @ _pose(sensor)
 
 
+def lidar_mount(nusc: NuScenes, sample_token: str) -> np.ndarray:
+    """4x4 ego <- LIDAR_TOP of a sample (the calibrated sensor)."""
+    record = nusc.get("sample_data", nusc.get("sample", sample_token)["data"][LIDAR_CHANNEL])
+    return _pose(nusc.get("calibrated_sensor", record["calibrated_sensor_token"]))
+
+
 def multisweep_points(nusc: NuScenes, keyframe_token: str, sweeps: int,
                       min_distance: float = 1.0) -> np.ndarray:
     """Up to ``sweeps`` LiDAR sweeps (the keyframe and its predecessors) in the keyframe's frame.
@@ -156,15 +166,32 @@ def nuscenes_frame(nusc: NuScenes, sample_token: str, sweeps: int = 1,
     sizes = np.array([box.wlh[[1, 0, 2]] for box in boxes], dtype=np.float64).reshape(-1, 3)
     quaternions = np.array([box.orientation.q[[1, 2, 3, 0]] for box in boxes], dtype=np.float64).reshape(-1, 4)
     ids = [nusc.get("sample_annotation", box.token)["instance_token"] for box in boxes]
-    stamp_ns = int(nusc.get("sample_data", lidar_token)["timestamp"]) * 1000
-    return AnnotatedCloud(stamp_ns, points, fields, Boxes(centers, sizes, quaternions), ids,
-                          [box.name for box in boxes])
+    record = nusc.get("sample_data", lidar_token)
+    return AnnotatedCloud(int(record["timestamp"]) * 1000, points, fields, Boxes(centers, sizes, quaternions), ids,
+                          [box.name for box in boxes], pose=_global_from_sensor(nusc, record))
 
 
-def nuscenes_frames(nusc: NuScenes, tokens: list[str], sweeps: int = 1,
-                    min_distance: float = 1.0) -> Iterator[AnnotatedCloud]:
-    """:func:`nuscenes_frame` for each sample token, loaded lazily."""
+def intermediate_sweeps(nusc: NuScenes, sample_token: str) -> list[AnnotatedCloud]:
+    """The LIDAR_TOP sweeps between the previous keyframe and this sample's, oldest first, with poses."""
+    record = nusc.get("sample_data", nusc.get("sample", sample_token)["data"][LIDAR_CHANNEL])
+    out = []
+    while record["prev"]:
+        record = nusc.get("sample_data", record["prev"])
+        if record["is_key_frame"]:
+            break
+        points = read_lidar_bin(Path(nusc.dataroot) / record["filename"])
+        out.append(AnnotatedCloud(int(record["timestamp"]) * 1000, points, KEYFRAME_FIELDS, Boxes.empty(), [], [],
+                                  pose=_global_from_sensor(nusc, record), annotated=False))
+    return out[::-1]
+
+
+def nuscenes_frames(nusc: NuScenes, tokens: list[str], sweeps: int = 1, min_distance: float = 1.0,
+                    all_sweeps: bool = False) -> Iterator[AnnotatedCloud]:
+    """:func:`nuscenes_frame` for each sample token, loaded lazily (``all_sweeps``: with the
+    :func:`intermediate_sweeps` before each keyframe)."""
     for token in tokens:
+        if all_sweeps:
+            yield from intermediate_sweeps(nusc, token)
         yield nuscenes_frame(nusc, token, sweeps, min_distance)
 
 
