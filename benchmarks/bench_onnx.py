@@ -11,7 +11,7 @@ Objects follow bench_encoder.py's nuScenes-like size mix. For each encoder confi
 Then, with the real sweep in ../shared/data, the classifier node's latency per backend through
 bench_node_latency.py (node model.threads = the bare baseline's torch threads).
 
-    source scripts/env.sh && python benchmarks/bench_onnx.py [--quick] [--threads 2] [--configs tiny full]
+    source scripts/env.sh && python benchmarks/bench_onnx.py [--quick] [--threads 1] [--configs tiny full]
 """
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_encoder import object_cloud, point_counts, random_model  # noqa: E402
 
 from blendclip_ros.model.config import PointBertConfig  # noqa: E402
-from blendclip_ros.model.onnx_backend import DenseEncoder, OnnxPointModel, dense_inputs, export_onnx  # noqa: E402
-from blendclip_ros.model.sampling import bucket_by_size  # noqa: E402
+from blendclip_ros.model.onnx_backend import (INPUT_NAMES, DenseEncoder, OnnxPointModel, dense_calls,  # noqa: E402
+                                              dense_inputs, export_onnx)
 
 GOAL_MATMUL_RATIO = 2.0
 MATMUL_SIZE = 512
@@ -50,18 +50,20 @@ def dense_flops(config: PointBertConfig, patch_counts: np.ndarray) -> float:
     return float(per_object.sum())
 
 
-def matmul_seconds(flops: float) -> float:
-    """Seconds for square float32 products totalling ``flops`` (best of 3)."""
+def matmul_timer(flops: float):
+    """A function timing square float32 products totalling ``flops`` (the limit, re-measured often)."""
     a, b = torch.randn(MATMUL_SIZE, MATMUL_SIZE), torch.randn(MATMUL_SIZE, MATMUL_SIZE)
     repeats = max(1, round(flops / (2 * MATMUL_SIZE ** 3)))
+    scale = flops / (2 * MATMUL_SIZE ** 3 * repeats)
     a @ b
-    best = float("inf")
-    for _ in range(3):
+
+    def run() -> float:
         start = time.perf_counter()
         for _ in range(repeats):
             a @ b
-        best = min(best, time.perf_counter() - start)
-    return best * flops / (2 * MATMUL_SIZE ** 3 * repeats)
+        return (time.perf_counter() - start) * scale
+
+    return run
 
 
 def timed(fn, *args) -> float:
@@ -70,7 +72,11 @@ def timed(fn, *args) -> float:
     return time.perf_counter() - start
 
 
-def bench_config(name: str, batches: int, batch_size: int, threads: int, folder: Path) -> dict[str, float]:
+def bench_config(name: str, batches: int, batch_size: int, threads: int, repeats: int,
+                 folder: Path) -> dict[str, float]:
+    """Times every section ``repeats`` times, each between two matmul timings of the same FLOPs;
+    a section's figure is its best time and its best ratio to the neighbouring matmul (the machine
+    is shared: the ratio of neighbours is steadier than either time)."""
     config = PointBertConfig.named(name)
     model = random_model(config, 0)
     onnx_model = OnnxPointModel(export_onnx(model, folder / f"{name}.onnx"), threads=threads)
@@ -79,50 +85,46 @@ def bench_config(name: str, batches: int, batch_size: int, threads: int, folder:
     data = [[object_cloud(rng, int(n)) for n in point_counts(rng, batch_size, config.max_points)]
             for _ in range(batches)]
     grouped = [dense_inputs(clouds, config) for clouds in data]
-    calls = []  # the bucketed dense calls both backends make
-    for patches, centres, valid in grouped:
-        counts = valid.sum(1)
-        for members in bucket_by_size(counts + 1):
-            width = int(counts[members].max())
-            calls.append((patches[members, :width], centres[members, :width], valid[members, :width]))
+    calls = [feeds for g in grouped for _, feeds in dense_calls(*g, config)]  # what encode runs, per backend
+    torch_calls = [[torch.from_numpy(feeds[k]) for k in INPUT_NAMES] for feeds in calls]
     flops = sum(dense_flops(config, g[2].sum(1).numpy()) for g in grouped)
+    matmul = matmul_timer(flops)
     session = onnx_model._session
-
-    def run_torch_dense() -> None:
-        for call in calls:
-            dense(*call)
-
-    def run_onnx_dense() -> None:
-        for p, c, v in calls:
-            session.run(None, {"patches": p.numpy(), "centres": c.numpy(), "valid": v.numpy()})
-
-    times = {key: [] for key in ("torch encode", "onnxruntime encode", "torch dense", "onnxruntime dense")}
+    sections = {
+        "torch encode": lambda: [model.encode(c) for c in data],
+        "onnxruntime encode": lambda: [onnx_model.encode(c) for c in data],
+        "torch dense": lambda: [dense(*call) for call in torch_calls],
+        "onnxruntime dense": lambda: [session.run(None, feeds) for feeds in calls],
+    }
+    times = {key: [] for key in sections}
+    ratios = {key: [] for key in sections}
+    limits = []
     with torch.inference_mode():
-        model.encode(data[0])
-        onnx_model.encode(data[0])  # warm-up both
-        difference = max(float((model.encode(c) - onnx_model.encode(c)).abs().max()) for c in data)
-        for _ in tqdm(range(1 if batches > 2 else 2), desc=name, leave=False):
-            times["torch encode"].append(sum(timed(model.encode, c) for c in data))
-            times["onnxruntime encode"].append(sum(timed(onnx_model.encode, c) for c in data))
-            times["torch dense"].append(timed(run_torch_dense))
-            times["onnxruntime dense"].append(timed(run_onnx_dense))
-    limit = matmul_seconds(flops)
+        difference = max(float((model.encode(c) - onnx_model.encode(c)).abs().max()) for c in data)  # + warm-up
+        for _ in tqdm(range(repeats), desc=name, leave=False):
+            for key, section in sections.items():
+                before, seconds, after = matmul(), timed(section), matmul()
+                limits.append(min(before, after))
+                times[key].append(seconds)
+                ratios[key].append(seconds / min(before, after))
+    limit = min(limits)
     objects = batches * batch_size
     patches = np.concatenate([g[2].sum(1).numpy() for g in grouped])
     print(f"\n[{name}] {objects} objects, {int(patches.sum())} real patches (median {int(np.median(patches))}); "
           f"dense encoder {flops / 1e9:.2f} GFLOP at real token counts; max |embedding difference| "
           f"torch vs onnxruntime {difference:.1e}")
-    print(f"[{name}] matmul {MATMUL_SIZE}x{MATMUL_SIZE} float32, same FLOPs: {limit * 1e3:8.1f} ms = "
-          f"{flops / limit / 1e9:7.1f} GFLOP/s (the limit)")
+    print(f"[{name}] matmul {MATMUL_SIZE}x{MATMUL_SIZE} float32, same FLOPs: best {limit * 1e3:8.1f} ms = "
+          f"{flops / limit / 1e9:7.1f} GFLOP/s (the limit, timed before and after every section)")
     figures = {"difference": difference}
-    for key, values in times.items():
-        seconds = min(values)
+    for key in sections:
+        seconds = min(times[key])
         rate = f"{objects / seconds:9.1f} objects/s" if "encode" in key else " " * 19
+        figures[key] = min(ratios[key])
         print(f"[{name}] {key:19} {seconds * 1e3:8.1f} ms  {rate}  {flops / seconds / 1e9:7.1f} GFLOP/s = "
-              f"{seconds / limit:5.2f}x of matmul")
-        figures[key] = seconds / limit
-    ratio = times["torch encode"][0] / times["onnxruntime encode"][0]
-    print(f"[{name}] onnxruntime encode = {ratio:.2f}x torch's objects/s at {threads} threads each")
+              f"{figures[key]:5.2f}x of matmul")
+    ratio = min(times["torch encode"]) / min(times["onnxruntime encode"])
+    print(f"[{name}] onnxruntime encode = {ratio:.2f}x torch's objects/s at {threads} threads each "
+          "(encode includes FPS and kNN grouping in torch, not counted in the FLOPs)")
     if name == "full":
         best = min(figures["torch dense"], figures["onnxruntime dense"])
         print(f"[{name}] goal: dense encoder within {GOAL_MATMUL_RATIO:.0f}x of matmul: best {best:.2f}x "
@@ -156,7 +158,9 @@ def main() -> None:
     parser.add_argument("--configs", nargs="+", default=["tiny", "full"], choices=["tiny", "full"])
     parser.add_argument("--batch", type=int, default=64, help="objects per batch")
     parser.add_argument("--batches", type=int, default=None, help="batches per config (default 4; 1 with --quick)")
-    parser.add_argument("--threads", type=int, default=2, help="torch and onnxruntime intra-op threads")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch and onnxruntime intra-op threads (default 1, the node's model.threads)")
+    parser.add_argument("--repeats", type=int, default=3, help="timings per section (best kept; 2 with --quick)")
     parser.add_argument("--no-node", action="store_true", help="skip the node latency runs")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -165,7 +169,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.configs:
             batch = min(args.batch, 16) if args.quick else args.batch
-            bench_config(name, args.batches or (1 if args.quick else 4), batch, args.threads, Path(tmp))
+            bench_config(name, args.batches or (1 if args.quick else 4), batch, args.threads,
+                         2 if args.quick else args.repeats, Path(tmp))
     if not args.no_node:
         node_latency(args.threads, args.quick, ["tiny"] if args.quick else args.configs)
 

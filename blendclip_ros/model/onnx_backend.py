@@ -20,7 +20,7 @@ import os
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -83,6 +83,19 @@ def dense_inputs(clouds: Sequence[Tensor], config: PointBertConfig) -> tuple[Ten
         used = neighbours.shape[1]
         patches[rows, :used], centres[rows, :used], valid[rows, :used] = neighbours, centre, ok
     return patches, centres, valid
+
+
+def dense_calls(patches: Tensor, centres: Tensor, valid: Tensor,
+                config: PointBertConfig) -> Iterator[tuple[Tensor, dict[str, np.ndarray]]]:
+    """Rows and session feeds per call: buckets of similar patch counts, each cut to its widest row
+    and split so the tokenizer's activations stay under :data:`BLOCK_ELEMENTS`."""
+    counts = valid.sum(1)
+    widest = 2 * max(config.pointnet_dims)
+    for members in bucket_by_size(counts + 1):
+        width = int(counts[members].max())
+        for rows in members.split(max(1, BLOCK_ELEMENTS // (width * config.group_size * widest))):
+            yield rows, {"patches": patches[rows, :width].numpy(), "centres": centres[rows, :width].numpy(),
+                         "valid": valid[rows, :width].numpy()}
 
 
 def export_onnx(model: BlendClipPointModel, path: Path | str, opset: int = OPSET) -> Path:
@@ -182,16 +195,8 @@ class OnnxPointModel:
         clouds = as_cloud_list(clouds, config.max_points, torch.empty(0))
         out = torch.zeros(len(clouds), config.embed_dim)
         if clouds:
-            patches, centres, valid = dense_inputs(clouds, config)
-            counts = valid.sum(1)
-            widest = 2 * max(config.pointnet_dims)
-            for members in bucket_by_size(counts + 1):
-                width = int(counts[members].max())
-                per_call = max(1, BLOCK_ELEMENTS // (width * config.group_size * widest))
-                for part in members.split(per_call):
-                    feeds = {"patches": patches[part, :width].numpy(), "centres": centres[part, :width].numpy(),
-                             "valid": valid[part, :width].numpy()}
-                    out[part] = torch.from_numpy(self._session.run([OUTPUT_NAME], feeds)[0])
+            for rows, feeds in dense_calls(*dense_inputs(clouds, config), config):
+                out[rows] = torch.from_numpy(self._session.run([OUTPUT_NAME], feeds)[0])
         out = out.to(self.device)
         return F.normalize(out, dim=-1) if normalize else out
 
