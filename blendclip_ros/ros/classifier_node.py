@@ -6,7 +6,8 @@ Run as a plain process it configures and activates itself (``autostart``).
 
 Inputs ``points`` (PointCloud2) and ``detections`` (Detection3DArray) are paired by stamp;
 each pair is cropped, encoded in one batch and classified against the prompt set, and
-``~/detections`` gets the input array back with top-k hypotheses per box.
+``~/detections`` gets the input array back with top-k hypotheses per box. With
+``accumulate.sweeps`` > 1 each cloud is joined with the previous ones first (``ego_motion``).
 """
 
 from __future__ import annotations
