@@ -112,10 +112,9 @@ def test_static_box_gains_points_through_odometry_and_ranks_like_torch(client, n
     rng = np.random.default_rng(0)
     world = [CENTRE + rng.uniform(-0.45, 0.45, (PER_SWEEP, 3)) * SIZE for _ in range(4)]
     clouds = [in_sensor(w, k) for k, w in enumerate(world)]
-    for k in range(3):
-        feed.publish_odometry(k)
-    spin_until(client, lambda: False, 1.0)  # let the odometry arrive before the clouds
     for _ in range(60):  # warm-up until the node answers (stamp 0: no pose, never merged)
+        for k in range(3):  # and until then the poses (repeated stamps replace each other)
+            feed.publish_odometry(k)
         if spin_until(client, lambda: bool(feed.outputs), 1.0, node):
             break
         feed.send(Header(frame_id="lidar_top"), clouds[0], feed.box(0))

@@ -92,7 +92,7 @@ class ClassifierNode(Node):
         self.prompt_version = 0
         self._prompt_lock = threading.Lock()
         self._sync: StampSynchronizer | None = None
-        self._subscriptions: list[Any] = []
+        self._inputs: list[Any] = []  # not `_subscriptions`: that is rclpy.Node's own list of every subscription
         self._ego: EgoMotion | None = None
         self._frames = FrameResolver(self, float(self.get_parameter("tf_timeout").value))
 
@@ -189,7 +189,7 @@ class ClassifierNode(Node):
                                if self._value("qos.points.reliability") == "best_effort"
                                else ReliabilityPolicy.RELIABLE,
                                durability=qos_profile_sensor_data.durability, history=HistoryPolicy.KEEP_LAST)
-        self._subscriptions = [
+        self._inputs = [
             self.create_subscription(PointCloud2, "points", self._on_cloud, cloud_qos),
             self.create_subscription(Detection3DArray, "detections", self._on_detections, depth),
         ]
@@ -215,11 +215,11 @@ class ClassifierNode(Node):
     def on_cleanup(self, state: State) -> TransitionCallbackReturn:
         self._stop_worker()
         if self._ego is not None and self._ego.subscription is not None:
-            self._subscriptions.append(self._ego.subscription)
+            self._inputs.append(self._ego.subscription)
         self._ego = None
-        for sub in self._subscriptions:
+        for sub in self._inputs:
             self.destroy_subscription(sub)
-        self._subscriptions = []
+        self._inputs = []
         self.destroy_timer(self._diag_timer)
         for pub in (self._out, self._label_info_pub, self._vision_info_pub, self._markers_pub):
             self.destroy_lifecycle_publisher(pub)
