@@ -119,14 +119,14 @@ def main() -> None:
     names = args.families or names
     points, boxes, what = frame(args.quick)
     print(f"{what}; {args.threads} torch thread(s); {frames} timed frame(s) per family")
-    rows = [measure(name, points, boxes, frames, 1024 if args.quick else None)
-            for name in tqdm(names, desc="families", unit="family", file=sys.stderr)]
-    baseline = rows[0]["latency"]
     print(f"{'family':18s} {'params':>9s} {'points':>7s} {'frame ms':>9s} {'objects/s':>10s} {'x baseline':>11s}")
-    for row in rows:
+    baseline = None
+    for name in tqdm(names, desc="families", unit="family", file=sys.stderr):
+        row = measure(name, points, boxes, frames, 1024 if args.quick else None)
+        baseline = baseline or row
         print(f"{row['name']:18s} {row['params'] / 1e6:8.2f}M {row['points']:7d} {row['latency'] * 1e3:9.1f} "
-              f"{row['objects_per_s']:10.1f} {row['latency'] / baseline:11.2f}")
-    print(f"baseline: {rows[0]['name']} ({rows[0]['encoded']} objects encoded per frame)")
+              f"{row['objects_per_s']:10.1f} {row['latency'] / baseline['latency']:11.2f}", flush=True)
+    print(f"baseline: {baseline['name']} ({baseline['encoded']} objects encoded per frame)")
 
 
 if __name__ == "__main__":
