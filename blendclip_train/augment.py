@@ -2,8 +2,9 @@
 
 Applied in this order to normalised clouds of any sizes (the release's order and ranges, with the
 full random rotation about **z** instead of y: every cloud here is z-up, REP-103). All random
-draws are made per cloud in one call each; the clouds are then transformed together as one
-concatenated array (no per-point or per-cloud Python arithmetic beyond splitting the result).
+draws are made per cloud in one call each; the clouds are then transformed together by one
+batched affine map over the zero-padded batch (no per-point or per-cloud Python arithmetic
+beyond slicing the result).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
+from torch.nn.utils.rnn import pad_sequence
 
 from blendclip_ros.errors import ConfigError
 
@@ -66,7 +68,6 @@ def augment_clouds(clouds: Sequence[Tensor], config: AugmentConfig = AugmentConf
         return []
     device, dtype = clouds[0].device, clouds[0].dtype
     batch = len(clouds)
-    lengths = torch.tensor([c.shape[0] for c in clouds])
 
     def uniform(*shape: int, low: float = 0.0, high: float = 1.0) -> Tensor:
         return torch.rand(*shape, generator=generator, dtype=torch.float64) * (high - low) + low
@@ -79,12 +80,11 @@ def augment_clouds(clouds: Sequence[Tensor], config: AugmentConfig = AugmentConf
     rotation = rotation_matrices(torch.stack([torch.zeros_like(yaw), torch.zeros_like(yaw), yaw], 1)) \
         @ rotation_matrices(tilt)
     ratio = uniform(batch, high=config.dropout_max)
-    keep = uniform(int(lengths.sum())) >= ratio.repeat_interleave(lengths)
-
-    owner = torch.repeat_interleave(torch.arange(batch), lengths).to(device)
-    points = torch.cat(list(clouds)).to(torch.float64)
-    rotation, scale, shift = rotation.to(device), scale.to(device), shift.to(device)
-    moved = torch.einsum("pij,pj->pi", rotation[owner], points * scale[owner] + shift[owner])
-    first = torch.cumsum(lengths, 0) - lengths
-    moved = torch.where(keep.to(device)[:, None], moved, moved[first.to(device)][owner])
-    return list(moved.to(dtype).split(lengths.tolist()))
+    # R (s p + t) = (s R) p + R t, one batched affine map over the zero-padded clouds
+    linear = (rotation * scale[:, :, None]).transpose(1, 2).to(device, dtype)
+    offset = (rotation @ shift[:, :, None]).transpose(1, 2).to(device, dtype)
+    padded = pad_sequence(list(clouds), batch_first=True)
+    moved = torch.baddbmm(offset, padded, linear)
+    keep = torch.rand(padded.shape[:2], generator=generator) >= ratio[:, None]
+    moved = torch.where(keep.to(device)[:, :, None], moved, moved[:, :1])
+    return [moved[i, :len(cloud)] for i, cloud in enumerate(clouds)]

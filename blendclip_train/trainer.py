@@ -255,6 +255,11 @@ class _Sigterm:
             signal.signal(signal.SIGTERM, self._previous)
 
 
+def _ignore_sigterm(worker_id: int) -> None:
+    """DataLoader workers leave SIGTERM to the training process (a cluster signals every process)."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 def _fresh_sums() -> dict[str, Any]:
     return {"loss": 0.0, "retrieval": 0.0, "hits": [0.0, 0.0], "seen": [0.0, 0.0], "seconds": 0.0}
 
@@ -429,6 +434,7 @@ class _Run:
         c, rank = self.config, self.dist.rank
         return DataLoader(self.dataset, batch_sampler=self.sampler, collate_fn=Collate(c.augment),
                           num_workers=c.workers, pin_memory=self.dist.device.type == "cuda",
+                          worker_init_fn=_ignore_sigterm if c.workers else None,
                           generator=torch.Generator().manual_seed(derive_seed(c.seed, epoch, rank, 6)))
 
     def _step(self, batch: Batch, epoch: int) -> tuple[float, float | None]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import json
 import math
@@ -102,6 +103,28 @@ def test_history_curriculum_and_outputs(run):
     assert (config.out_dir / "training_curves.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_log_csv_and_tensorboard_events(run):
+    config, result, _ = run
+    with (config.out_dir / "log.csv").open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    steps = [r for r in rows if r["kind"] == "step"]
+    assert [int(r["step"]) for r in steps] == [10, 20, 30]  # every log_every (10) of the 36 steps
+    for row in steps:
+        assert float(row["loss"]) > 0 and 0 < float(row["lr"]) <= 1e-3 and float(row["samples_per_s"]) > 0
+        assert 1 <= float(row["logit_scale"]) <= 100 and row["loss_point_image"] == ""
+    assert [float(r["real_share"]) for r in steps] == [0.0, 0.0, 0.125]
+    epochs = [r for r in rows if r["kind"] == "epoch"]
+    assert [(r["val_set"], float(r["val_top1"])) for r in epochs] == \
+        [("lidar", record.val["lidar"]["top1"]) for record in result.history]
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(config.out_dir / "tensorboard"))
+    events.Reload()
+    assert {"train/loss", "train/lr", "train/logit_scale", "train/real_share", "train/samples_per_s",
+            "val/lidar/top1"} <= set(events.Tags()["scalars"])
+    assert [e.step for e in events.Scalars("val/lidar/top1")] == [12, 24, 36]
+
+
 def test_checkpoint_metadata_names_encoder_tower_and_data(run):
     config, result, _ = run
     loaded = load_checkpoint(result.best)
@@ -182,5 +205,12 @@ def test_config_validation():
         TrainConfig(synthetic=["a.npz"], out_dir="x", batch_size=1)
     with pytest.raises(ConfigError, match="encoder preset"):
         TrainConfig(synthetic=["a.npz"], out_dir="x", encoder="huge")
+    with pytest.raises(ConfigError, match="best_on"):
+        TrainConfig(synthetic=["a.npz"], out_dir="x", val=["v/lidar_test.npz"], best_on="lvis")
+    assert TrainConfig(synthetic=["a.npz"], out_dir="x", val=["v/a.npz", "v/lvis"], best_on="lvis").best_on == "lvis"
+    with pytest.raises(ConfigError, match="resume"):
+        TrainConfig(synthetic=["a.npz"], out_dir="x", resume="missing.pt")
+    with pytest.raises(ConfigError, match="precision"):
+        TrainConfig(synthetic=["a.npz"], out_dir="x", precision="fp16")
     assert TrainConfig(synthetic=["a.npz"], real=["b.npz"], out_dir="x").r_max == 0.3
     assert iterations_for(1000, 64) == math.ceil(1000 * math.log(5) / 64)
