@@ -8,9 +8,6 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
-from nuscenes.utils.data_classes import Box
-from nuscenes.utils.geometry_utils import points_in_box
-from pyquaternion import Quaternion
 from scipy.spatial.transform import Rotation
 
 from blendclip_ros.geometry import crop
@@ -24,6 +21,9 @@ from blendclip_ros.geometry.crop import (
 
 def devkit_indices(points: np.ndarray, boxes: Boxes, margin: float = 0.0) -> list[np.ndarray]:
     """The devkit's per-box loop: Box(wlh = [w, l, h] grown by 2 * margin, w-first quaternion)."""
+    Box = pytest.importorskip("nuscenes.utils.data_classes").Box
+    points_in_box = pytest.importorskip("nuscenes.utils.geometry_utils").points_in_box
+    Quaternion = pytest.importorskip("pyquaternion").Quaternion
     out = []
     for center, size, (x, y, z, w) in zip(boxes.centers, boxes.sizes, boxes.quaternions):
         l_, w_, h_ = size + 2.0 * margin

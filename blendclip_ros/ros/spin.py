@@ -2,9 +2,25 @@
 
 from __future__ import annotations
 
+import signal
+import threading
+
 import rclpy
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
+
+
+def _ignore_further_interrupts() -> None:
+    """Ignore SIGINT from here on: the stop is under way.
+
+    A terminal's Ctrl-C reaches ``ros2 launch`` and the node alike, and launch signals the node
+    again; a second SIGINT during cleanup would raise ``KeyboardInterrupt`` in it (a traceback),
+    and one during the interpreter's teardown (seconds with torch loaded) would kill the process
+    with the default action (exit -2). ``SIG_IGN`` is the one setting Python keeps through its
+    teardown. Called again after rclpy's shutdown, which restores the handler rclpy replaced.
+    """
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def spin_until_shutdown(node: Node) -> None:
@@ -21,5 +37,7 @@ def spin_until_shutdown(node: Node) -> None:
         if rclpy.ok():
             raise
     finally:
+        _ignore_further_interrupts()
         node.destroy_node()
         rclpy.try_shutdown()
+        _ignore_further_interrupts()
