@@ -148,11 +148,11 @@ def _box_table(output, truth, cloud) -> list[str]:
         counts = np.array([len(c) for c in crops])
     true = [d.results[0].hypothesis.class_id if d.results else "-" for d in truth.detections] if truth else []
     width = max([len("id"), *map(len, boxes.ids)])
-    rows = [f"  {'id':<{width}}  {'true class':<20} {'label':<20} {'score':>5} {'points':>6}"]
+    rows = [f"  {'id':<{width}}  {'true class':<21} {'label':<21} {'score':>5} {'points':>6}"]
     for i, det in enumerate(output.detections):
         top = det.results[0].hypothesis if det.results else None
-        rows.append(f"  {boxes.ids[i]:<{width}}  {true[i] if i < len(true) else '-':<20} "
-                    f"{top.class_id if top else 'none':<20} {top.score if top else 0.0:5.2f} {counts[i]:6d}")
+        rows.append(f"  {boxes.ids[i]:<{width}}  {true[i] if i < len(true) else '-':<21} "
+                    f"{top.class_id if top else 'none':<21} {top.score if top else 0.0:5.2f} {counts[i]:6d}")
     return rows
 
 
