@@ -226,6 +226,15 @@ def tiny_object_set(path: Path, per_class: int = 8, classes: tuple[str, ...] = (
     return path
 
 
+def _last_json(cmd: list[str], env: dict[str, str], timeout: float) -> dict:
+    """Run ``cmd``; its last stdout line parsed as JSON, or an error naming its last stderr line."""
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+    if result.returncode != 0:
+        last = (result.stderr.strip().splitlines() or ["(no output)"])[-1]
+        raise RuntimeError(f"{Path(cmd[0]).name} exit {result.returncode}: {last}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
 def torchrun_row(device: torch.device, quick: bool) -> tuple[str, str]:
     import importlib.util
 
@@ -239,12 +248,8 @@ def torchrun_row(device: torch.device, quick: bool) -> tuple[str, str]:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
            "HF_HUB_OFFLINE": "1"}
     # A one-process group (the trainer makes none at WORLD_SIZE 1): NCCL on CUDA, gloo on the CPU.
-    probe = subprocess.run([*launcher, str(Path(__file__).resolve()), "--process-group-probe", "--device",
-                            device.type], env=env, capture_output=True, text=True, timeout=180)
-    if probe.returncode != 0:
-        last = (probe.stderr.strip().splitlines() or ["(no output)"])[-1]
-        raise RuntimeError(f"process-group probe exit {probe.returncode}: {last}")
-    group = json.loads(probe.stdout.strip().splitlines()[-1])
+    group = _last_json([*launcher, str(Path(__file__).resolve()), "--process-group-probe", "--device", device.type],
+                       env, 180)
     with tempfile.TemporaryDirectory() as tmp:
         data = tiny_object_set(Path(tmp) / "cad.npz")
         cmd = [*launcher, "-m", "blendclip_train.cli.train",
@@ -253,12 +258,8 @@ def torchrun_row(device: torch.device, quick: bool) -> tuple[str, str]:
                "--precision", "fp32", "--out", str(Path(tmp) / "run"),  # bf16 has its own row
                "--cache-dir", str(Path(tmp) / "cache"), "--quiet"]
         start = time.perf_counter()
-        result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+        summary = _last_json(cmd, env, 240)
         seconds = time.perf_counter() - start
-    if result.returncode != 0:
-        last = (result.stderr.strip().splitlines() or ["(no output)"])[-1]
-        raise RuntimeError(f"torchrun exit {result.returncode}: {last}")
-    summary = json.loads(result.stdout.strip().splitlines()[-1])
     return (f"exit 0 in {seconds:.0f} s (3 iterations, text tower {tower})",
             f"final loss {summary['final_loss']:.3f}; {group['backend']} all_reduce over "
             f"{group['world_size']} rank: {group['sum']:g}")
