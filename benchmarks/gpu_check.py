@@ -25,6 +25,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -229,11 +230,18 @@ def tiny_object_set(path: Path, per_class: int = 8, classes: tuple[str, ...] = (
 
 def _last_json(cmd: list[str], env: dict[str, str], timeout: float) -> dict:
     """Run ``cmd``; its last stdout line parsed as JSON, or an error naming its last stderr line."""
-    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
-    if result.returncode != 0:
-        last = (result.stderr.strip().splitlines() or ["(no output)"])[-1]
-        raise RuntimeError(f"{Path(cmd[0]).name} exit {result.returncode}: {last}")
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    process = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)  # its own group: a timeout stops torchrun's workers too
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.communicate()
+        raise
+    if process.returncode != 0:
+        last = (stderr.strip().splitlines() or ["(no output)"])[-1]
+        raise RuntimeError(f"{Path(cmd[0]).name} exit {process.returncode}: {last}")
+    return json.loads(stdout.strip().splitlines()[-1])
 
 
 def torchrun_row(device: torch.device, quick: bool) -> tuple[str, str]:
