@@ -177,7 +177,10 @@ def test_ros2_launch_starts_the_node_and_stops_cleanly_on_ctrl_c(ros_env, quoted
             time.sleep(0.2)
         assert "configured:" in log.read_text(), log.read_text()
         # The argument reached the node (ros2cli's param verb, no daemon); an answer also means it spins.
-        got = _ros2(ros_env, "param", "get", f"/cli/{NODE}", "prompts.file", "--no-daemon")
+        deadline = time.monotonic() + 60  # "Node not found" until discovery has seen it
+        while (got := _ros2(ros_env, "param", "get", f"/cli/{NODE}", "prompts.file", "--no-daemon")).returncode \
+                and time.monotonic() < deadline:
+            time.sleep(1.0)
         assert got.stdout.strip() == f"String value is: {quoted_prompts}", got.stdout + got.stderr
         for _ in range(interrupts):
             os.killpg(process.pid, signal.SIGINT)
