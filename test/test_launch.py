@@ -120,9 +120,14 @@ def test_launched_node_has_the_arguments_and_labels_a_replayed_bag(client, ros_e
     params = _parameters(client, f"/lt/{NODE}", ["prompts.file", "model.checkpoint", "model.device"], 30)
     assert params == {"prompts.file": str(quoted_prompts), "model.checkpoint": str(CHECKPOINT),
                       "model.device": "cpu"}
-    subscribed = dict(client.get_subscriber_names_and_types_by_node(NODE, "/lt"))
-    assert subscribed["/lt/cloud"] == ["sensor_msgs/msg/PointCloud2"]
-    assert subscribed["/lt/boxes"] == ["vision_msgs/msg/Detection3DArray"]
+
+    def subscribed(topic: str) -> set[tuple[str, str, str]]:
+        return {(i.node_namespace, i.node_name, i.topic_type) for i in client.get_subscriptions_info_by_topic(topic)}
+
+    expected = {"/lt/cloud": ("/lt", NODE, "sensor_msgs/msg/PointCloud2"),
+                "/lt/boxes": ("/lt", NODE, "vision_msgs/msg/Detection3DArray")}
+    assert spin_until(client, lambda: all(want in subscribed(t) for t, want in expected.items()), 60), \
+        {t: subscribed(t) for t in expected}
 
     replay = subprocess.run([sys.executable, "-m", "blendclip_ros.ros.replay", str(DEMO_BAG),
                              "--remap", "/lidar/points:=/lt/cloud", "--remap", "/detections:=/lt/boxes",
