@@ -100,6 +100,10 @@ def test_backend_selection_and_providers(tmp_path, monkeypatch):
     assert onnx_model.path == first and onnx_model.providers == ["CPUExecutionProvider"]
     with pytest.raises(ConfigError, match="backend"):
         with_backend(model, "tensorflow")
+    from blendclip_ros.model.uni3d import Uni3DConfig, Uni3DPointModel
+
+    with pytest.raises(ConfigError, match="BlendCLIP PointBERT encoder only, not a Uni3DPointModel"):
+        with_backend(Uni3DPointModel(Uni3DConfig()), "onnxruntime")
     assert providers_for("cpu") == ["CPUExecutionProvider"]
     cuda = providers_for("cuda")
     assert cuda[-1] == "CPUExecutionProvider"
