@@ -109,7 +109,9 @@ def test_batched_classification_equals_row_by_row(raw, top_k, scale):
     probs = clf.probabilities(emb)
     for row, pred in enumerate(batch):
         (single,) = clf.classify(emb[row:row + 1], [10])
-        assert single.label == pred.label and single.score == pytest.approx(pred.score, abs=1e-6)
+        # a one-row matmul may round differently from the batched one: float32 logits up to 100
+        # carry ~1e-5 absolute error, so probabilities agree to that, not to 1e-6
+        assert single.label == pred.label and single.score == pytest.approx(pred.score, abs=2e-5)
         scores = [s for _, s in pred.top_k]
         assert scores == sorted(scores, reverse=True) and len(scores) == min(top_k, 5)
         assert pred.score == pytest.approx(float(probs[row].max()), abs=1e-6)

@@ -395,3 +395,13 @@ def test_six_channel_clouds_and_pointnet2_origin_skip():
     picked = farthest_point_sample(points, lengths, counts, skip_near_origin=1e-3)[0].tolist()
     assert picked == [0, 2, 3, 0]  # the point near the origin is never a centre; then point 0 repeats
     assert farthest_point_sample(points, lengths, counts)[0].tolist() == [0, 2, 3, 1]
+
+
+def test_bf16_autocast_encodes_like_float32(tiny_model):
+    """Mixed precision (the trainer's bf16 autocast) runs the packed path and stays close to fp32."""
+    clouds = [torch.randn(n, 3, generator=torch.Generator().manual_seed(n)) for n in (7, 300, 2048)]
+    reference = tiny_model.encode(clouds)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = tiny_model.encode(clouds)
+    cosine = torch.nn.functional.cosine_similarity(mixed.float(), reference, dim=-1)
+    assert mixed.shape == reference.shape and bool((cosine > 0.98).all()), cosine

@@ -202,12 +202,12 @@ class PointBertEncoder(nn.Module):
             row = row_of[owner]
             take = row >= 0
             shape = (members.numel(), int(member_counts.max()), config.width)
-            x = self.patch_padding.expand(shape).clone()
+            x = self.patch_padding.to(tokens.dtype).expand(shape).clone()  # tokens are bf16 under autocast
             pos = positions.new_zeros(shape)
             x[row[take], slot[take]] = tokens[take]
             pos[row[take], slot[take]] = positions[take]
             valid = (torch.arange(shape[1]) < member_counts[:, None]).to(device)
-            features[members] = self._transform(x, pos, valid)
+            features[members] = self._transform(x, pos, valid).to(features.dtype)
             row_of[members] = -1
         return features
 
