@@ -45,7 +45,7 @@ def encode_dataset(model: BlendClipPointModel, dataset: Dataset, *, batch_size: 
     was_training = model.training
     model.eval()
     out = []
-    device = model.pc_projection.device
+    device = model.device
     for start in tqdm(range(0, len(dataset), batch_size), disable=not progress, desc="encode", unit="batch"):
         clouds = [torch.from_numpy(dataset[i].points).to(device)
                   for i in range(start, min(start + batch_size, len(dataset)))]
@@ -90,7 +90,7 @@ def encode_clouds(model: BlendClipPointModel, clouds: Sequence[np.ndarray], *, b
     """
     was_training = model.training
     model.eval()
-    device = model.pc_projection.device
+    device = model.device
     out = []
     for start in tqdm(range(0, len(clouds), batch_size), disable=not progress, desc="encode", unit="batch"):
         batch = [torch.from_numpy(np.ascontiguousarray(c, dtype=np.float32)).to(device)
@@ -134,7 +134,7 @@ def evaluate_sets(model: BlendClipPointModel, bank: TextBank, prompt_set: Prompt
     counts = np.concatenate([s.point_counts[k] for s, k in zip(sets, keeps)])
     distance = np.concatenate([s.distance[k] if s.distance is not None else np.full(k.sum(), np.nan)
                                for s, k in zip(sets, keeps)])
-    text = bank.embeddings.to(model.pc_projection.device, torch.float32)
+    text = bank.embeddings.to(model.device, torch.float32)
     convention = getattr(model, "input_convention", RELEASE_CONVENTION)
     scores = []
     seeds = [0] if repeats == 1 else list(range(1, repeats + 1))
@@ -153,27 +153,46 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, data: Sequence[str | os.P
                         prompts: PromptSet | str | os.PathLike | None = None, *, device: str = "cpu",
                         batch_size: int = 256, max_points: int | None = None, repeats: int = 1,
                         cache_dir: str | os.PathLike | None = None, text_tower: dict[str, Any] | None = None,
-                        scanobjectnn_variant: str = "OBJ_ONLY", progress: bool = False) -> EvalReport:
+                        scanobjectnn_variant: str = "OBJ_ONLY", bank: str | os.PathLike | None = None,
+                        progress: bool = False) -> EvalReport:
     """Load a checkpoint, its text tower (or ``text_tower``) and the ``FORMAT:PATH`` sets, then
-    :func:`evaluate_sets`. ``prompts`` defaults to the first set's benchmark prompt set;
-    ``max_points`` overrides the sets' point counts."""
+    :func:`evaluate_sets`. ``prompts`` defaults to the first set's benchmark prompt set (or to the
+    prompt set ``bank`` was encoded from); ``max_points`` overrides the sets' point counts. With a
+    prompt ``bank`` (``blendclip-prompts encode``) no text tower is built; a bank from another text
+    space than the model's is refused."""
     from blendclip_ros.model.checkpoint import load_checkpoint
-    from blendclip_ros.text.bank import build_text_bank
-    from blendclip_ros.text.prompts import load_prompt_set
+    from blendclip_ros.text.bank import (
+        build_text_bank,
+        check_bank_space,
+        load_bank,
+        read_bank_document,
+    )
+    from blendclip_ros.text.prompts import PromptClass, load_prompt_set
     from blendclip_ros.text.towers import make_text_tower, resolve_device
 
     sets = [load_eval_set(spec, scanobjectnn_variant=scanobjectnn_variant) for spec in data]
     if max_points is not None:
         sets = [dataclasses.replace(s, num_points=max_points) for s in sets]
     dev = resolve_device(device)
+    loaded = load_checkpoint(checkpoint, device=dev)
+    if bank is not None:
+        if text_tower is not None:
+            raise ConfigError("bank: a prompt bank replaces the text tower; pass one or the other")
+        text_bank = load_bank(bank)
+        check_bank_space(text_bank, loaded.text_space, loaded.model.config.embed_dim, f"checkpoint {checkpoint}")
+        if prompts is None:
+            document, _ = read_bank_document(bank)
+            prompts = PromptSet(str(document.get("prompt_set", "bank")),
+                                tuple(PromptClass(p[0], tuple(p[1:])) for p in document["phrases"]),
+                                tuple(document["templates"]))
     prompts = sets[0].prompts if prompts is None else prompts
     prompt_set = prompts if isinstance(prompts, PromptSet) else load_prompt_set(prompts)
-    loaded = load_checkpoint(checkpoint, device=dev)
-    spec = text_tower if text_tower is not None else loaded.text_tower
-    if spec is None:
-        raise ConfigError(f"text_tower: checkpoint {checkpoint} names no text tower; pass one")
-    bank = build_text_bank(make_text_tower(spec, dev), prompt_set, cache_dir)
-    report = evaluate_sets(loaded.model, bank, prompt_set, sets, repeats=repeats, batch_size=batch_size,
+    if bank is None:
+        spec = text_tower if text_tower is not None else loaded.text_tower
+        if spec is None:
+            raise ConfigError(f"text_tower: checkpoint {checkpoint} names no text tower; pass one or a --bank")
+        text_bank = build_text_bank(make_text_tower(spec, dev), prompt_set, cache_dir)
+    report = evaluate_sets(loaded.model, text_bank, prompt_set, sets, repeats=repeats, batch_size=batch_size,
                            progress=progress)
     report.sets = [{"name": s.name, "objects": len(s), "num_points": s.num_points, "sampling": s.sampling,
                     "skipped": s.skipped, **s.info} for s in sets]

@@ -37,6 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--text-tower", choices=("minilm", "open_clip"), default=None,
                    help="text tower when the checkpoint names none (release files name theirs)")
     p.add_argument("--text-weights", default=None, help="local weights for --text-tower open_clip")
+    p.add_argument("--bank", type=Path, default=None,
+                   help="prompt-bank file from blendclip-prompts encode: no text tower is built "
+                        "(its prompt set is the default --prompts)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (falls back to cpu with a warning)")
     p.add_argument("--batch-size", type=positive_int, default=256, help="clouds per encoder call")
     p.add_argument("--max-points", type=positive_int, default=None,
@@ -75,7 +78,8 @@ def run(args: argparse.Namespace) -> int:
     report = evaluate_checkpoint(args.checkpoint, args.data, args.prompts, device=args.device,
                                  batch_size=args.batch_size, max_points=args.max_points, repeats=args.test_repeat,
                                  cache_dir=args.cache_dir, text_tower=tower,
-                                 scanobjectnn_variant=args.scanobjectnn_variant, progress=sys.stderr.isatty())
+                                 scanobjectnn_variant=args.scanobjectnn_variant, bank=args.bank,
+                                 progress=sys.stderr.isatty())
     document = {"checkpoint": str(args.checkpoint), **report.to_dict()}
     title = f"{args.checkpoint.name} on {', '.join(report.data)}"
     if args.json is not None:
