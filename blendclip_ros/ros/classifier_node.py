@@ -27,6 +27,7 @@ from ..environment import apply_ros_environment
 apply_ros_environment()
 
 import rclpy  # noqa: E402
+from rclpy._rclpy_pybind11 import RCLError  # noqa: E402
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult  # noqa: E402
 from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException  # noqa: E402
 from rclpy.lifecycle import Node, State, TransitionCallbackReturn  # noqa: E402
@@ -273,8 +274,14 @@ class ClassifierNode(Node):
     def _work(self) -> None:
         while not self._stopping.is_set():
             pair = self._slot.take(timeout=0.5)
-            if pair is not None and not self._stopping.is_set():
+            if pair is None or self._stopping.is_set():
+                continue
+            try:
                 self._process_pair(*pair)
+            except RCLError:
+                if self.context.ok():
+                    raise
+                return  # Ctrl-C shut rclpy down while this frame was in flight: nothing can be published
 
     def _process_pair(self, cloud: Stamped[PointCloud2], dets: Stamped[Detection3DArray]) -> None:
         """Classify one pair and publish exactly one output (unless its frames cannot be related)."""
