@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import signal
+import time
+
 import numpy as np
 import pytest
 import yaml
@@ -205,3 +208,26 @@ def test_bad_configuration_fails_start_up_with_one_clear_message(ros_env, tmp_pa
     assert "Traceback" not in output
     ours = [line for line in output.splitlines() if "configure failed" in line or "blendclip-classifier:" in line]
     assert len(ours) == 1 and expected in ours[0], output
+
+
+def test_ctrl_c_while_the_model_loads_stops_cleanly(ros_env, tmp_path):
+    """SIGINT during configure (a large prompt set keeps the text tower busy): exit 0, no traceback."""
+    labels = "[" + ", ".join(f"'class {i}'" for i in range(400)) + "]"
+    templates = "[" + ", ".join(f"'a point cloud of a {{}} seen {i}.'" for i in range(10)) + "]"
+    process = start_classifier(ros_env, "-p", f"prompts.labels:={labels}", "-p", f"prompts.templates:={templates}",
+                               "-p", f"text.cache_dir:={tmp_path}", name="blendclip_interrupted")
+    lines = []
+    try:
+        for line in process.stdout:  # wait until the model is loading
+            lines.append(line)
+            if "configuring: loading" in line:
+                break
+        time.sleep(0.5)
+        process.send_signal(signal.SIGINT)
+        output = "".join(lines) + process.communicate(timeout=60)[0]
+    finally:
+        if process.poll() is None:
+            stop(process)
+    assert process.returncode == 0, output
+    assert "interrupted while starting" in output and "configured:" not in output, output
+    assert "Traceback" not in output, output

@@ -32,6 +32,7 @@ from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescri
 from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException  # noqa: E402
 from rclpy.lifecycle import Node, State, TransitionCallbackReturn  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
+from rclpy.signals import SignalHandlerOptions, install_signal_handlers  # noqa: E402
 from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy,  # noqa: E402
                        qos_profile_sensor_data)
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus  # noqa: E402
@@ -48,7 +49,7 @@ from .frames import FrameError, FrameResolver, transform_boxes  # noqa: E402
 from .node_parameters import PROMPT_PARAMS, SPECS, check_value, prompt_set_from  # noqa: E402
 from .node_stats import NodeStats, diagnostic_array  # noqa: E402
 from .output_messages import UNKNOWN, label_detections, label_info, markers, vision_info  # noqa: E402
-from .spin import spin_until_shutdown  # noqa: E402
+from .spin import spin_until_shutdown, stop_quietly  # noqa: E402
 from .stamp_sync import LatestSlot, StampSynchronizer, Stamped  # noqa: E402
 
 LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL,
@@ -157,6 +158,7 @@ class ClassifierNode(Node):
                      "weights": values["text.weights"] or None}
             if int(values["model.threads"]):  # before the model: onnxruntime takes torch's thread count
                 torch.set_num_threads(int(values["model.threads"]))
+            self.get_logger().info(f"configuring: loading {checkpoint or values['model.encoder'] + ' encoder'}")
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
                 self.classifier = ObjectClassifier.from_config(
@@ -380,23 +382,29 @@ class ClassifierNode(Node):
 
 def main(argv: list[str] | None = None) -> int:
     """Console script ``blendclip-classifier`` (accepts ``--ros-args --params-file FILE``)."""
-    try:
-        rclpy.init(args=sys.argv if argv is None else argv)
+    try:  # rclpy's handlers come after start-up: until then Ctrl-C is a plain KeyboardInterrupt
+        rclpy.init(args=sys.argv if argv is None else argv, signal_handler_options=SignalHandlerOptions.NO)
     except RuntimeError as exc:  # rcl rejects malformed --ros-args and parameter files
         print(f"blendclip-classifier: bad arguments: {str(exc).splitlines()[0]}", file=sys.stderr)
         return 1
+    node = None
     try:
         node = ClassifierNode()
+        if node.get_parameter("autostart").value:
+            if node.trigger_configure() != TransitionCallbackReturn.SUCCESS:
+                node.destroy_node()
+                rclpy.try_shutdown()
+                return 1
+            node.trigger_activate()
     except (InvalidParameterTypeException, InvalidParameterValueException) as exc:
         print(f"blendclip-classifier: bad parameter: {exc}", file=sys.stderr)
         rclpy.try_shutdown()
         return 1
-    if node.get_parameter("autostart").value:
-        if node.trigger_configure() != TransitionCallbackReturn.SUCCESS:
-            node.destroy_node()
-            rclpy.try_shutdown()
-            return 1
-        node.trigger_activate()
+    except KeyboardInterrupt:  # Ctrl-C while the model loads: stop without a traceback
+        print("blendclip-classifier: interrupted while starting", file=sys.stderr)
+        stop_quietly(node)
+        return 0
+    install_signal_handlers(SignalHandlerOptions.ALL)
     spin_until_shutdown(node)
     if node.busy:  # a frame is still in torch: leaving through the interpreter would abort the process
         os._exit(0)

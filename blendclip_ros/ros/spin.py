@@ -37,7 +37,13 @@ def spin_until_shutdown(node: Node) -> None:
         if rclpy.ok():
             raise
     finally:
-        _ignore_further_interrupts()
+        stop_quietly(node)
+
+
+def stop_quietly(node: Node | None) -> None:
+    """Destroy ``node`` (if any) and shut rclpy down, ignoring further Ctrl-C meanwhile."""
+    _ignore_further_interrupts()
+    if node is not None:
         node.destroy_node()
-        rclpy.try_shutdown()
-        _ignore_further_interrupts()
+    rclpy.try_shutdown()
+    _ignore_further_interrupts()
