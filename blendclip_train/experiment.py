@@ -300,7 +300,7 @@ def execute_run(config: ExperimentConfig, run: RunSpec) -> dict[str, Any]:
     torch.set_num_threads(config.threads)
     train_cfg = train_config(config, run)
     run_dir = train_cfg.out_dir.parent
-    started, load_start = time.time(), os.getloadavg()[0]
+    load_start = os.getloadavg()[0]
     checkpoint = trained_checkpoint(config, run)
     if checkpoint is None:
         try:  # continue an interrupted attempt from its newest training state, if any

@@ -13,6 +13,7 @@ each pair is cropped, encoded in one batch and classified against the prompt set
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import threading
 import time
@@ -382,7 +383,10 @@ class ClassifierNode(Node):
 
 def main(argv: list[str] | None = None) -> int:
     """Console script ``blendclip-classifier`` (accepts ``--ros-args --params-file FILE``)."""
-    try:  # rclpy's handlers come after start-up: until then Ctrl-C is a plain KeyboardInterrupt
+    # rclpy's handlers come after start-up: until then Ctrl-C is a plain KeyboardInterrupt, also
+    # when the process inherited SIGINT ignored (started in the background by a shell, as rclpy would)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
         rclpy.init(args=sys.argv if argv is None else argv, signal_handler_options=SignalHandlerOptions.NO)
     except RuntimeError as exc:  # rcl rejects malformed --ros-args and parameter files
         print(f"blendclip-classifier: bad arguments: {str(exc).splitlines()[0]}", file=sys.stderr)
