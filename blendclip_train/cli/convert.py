@@ -8,11 +8,11 @@ once, here; prints one JSON line with what was written.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 from blendclip_ros.cli.support import Parser, positive_int, run_cli
+from blendclip_train.cli.summary import print_summary
 
 PROG = "blendclip-convert"
 
@@ -37,10 +37,8 @@ def run(args: argparse.Namespace) -> int:
     fmt, path = split_spec(args.source, FORMATS)
     result = convert(fmt, path, args.out, shard_size=args.shard_size, limit=args.limit, max_views=args.max_views,
                      progress=sys.stderr.isatty())
-    print(json.dumps({"format": fmt, "source": str(path), "out": str(args.out), "objects": result.objects,
-                      "shards": len(result.shards), "sidecars": len(result.sidecars), "skipped": result.skipped,
-                      "seconds": round(result.seconds, 3),
-                      "objects_per_second": round(result.objects / max(result.seconds, 1e-9), 2)}))
+    print_summary({"format": fmt, "source": str(path), "out": str(args.out), "shards": len(result.shards),
+                   "sidecars": len(result.sidecars), "skipped": result.skipped}, result.objects, result.seconds)
     return 0
 
 

@@ -8,11 +8,11 @@ lacks it (rerun to resume). Prints one JSON line with the key and the counts.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 from blendclip_ros.cli.support import Parser, positive_int, run_cli
+from blendclip_train.cli.summary import print_summary
 
 PROG = "blendclip-embed"
 
@@ -36,10 +36,8 @@ def run(args: argparse.Namespace) -> int:
 
     result = embed_shards(args.shards, tower=args.tower, model=args.model, weights=args.weights, device=args.device,
                           seed=args.seed, batch_size=args.batch_size, progress=sys.stderr.isatty())
-    print(json.dumps({"key": result.key, "written": len(result.written), "skipped_existing": len(result.skipped),
-                      "objects": result.objects, "captions": result.captions, "images": result.images,
-                      "seconds": round(result.seconds, 3),
-                      "objects_per_second": round(result.objects / max(result.seconds, 1e-9), 2)}))
+    print_summary({"key": result.key, "written": len(result.written), "skipped_existing": len(result.skipped),
+                   "captions": result.captions, "images": result.images}, result.objects, result.seconds)
     return 0
 
 
