@@ -213,3 +213,20 @@ def test_cli_shipped_model_on_the_real_sweep(shared_data, tmp_path, capsys):
     assert sum(b["count"] for b in doc["breakdown"]["distance"]) == 65
     assert "| 200+ |" in captured.err and (tmp_path / "sweep" / "breakdown.png").is_file()
     assert json.loads((tmp_path / "sweep" / "report.json").read_text())["top1"] == doc["top1"]
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    (["--text-tower", "open_clip", "--text-model", "NoSuchNet"], "unknown open_clip model 'NoSuchNet'"),
+    (["--text-tower", "open_clip", "--text-model", "ViT-B-32"], "512-d text embeddings but the model projects to 384"),
+    (["--text-model", "ViT-B-32"], "need --text-tower open_clip"),
+    (["--text-weights", "x.pt"], "need --text-tower open_clip"),
+])
+def test_cli_text_tower_options_reach_the_tower(tmp_path, capsys, options, message):
+    """--text-model names the open_clip config (any, not only ViT-B-16); misuse is one clear line."""
+    data = tiny_object_set(tmp_path / "set.npz", per_class=1)
+    shipped = Path(__file__).resolve().parents[1] / "data" / "checkpoints"
+    code = evaluate_main(["--checkpoint", str(shipped / "blendclip_tiny_sim.safetensors"), "--data", f"npz:{data}",
+                          "--prompts", str(shipped / "sim_classes.yaml"),
+                          "--cache-dir", str(tmp_path / "cache"), *options])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and message in err[0], err

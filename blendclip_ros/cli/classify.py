@@ -12,7 +12,7 @@ import json
 import sys
 from pathlib import Path
 
-from blendclip_ros.cli.support import Parser, UsageError, positive_int, run_cli
+from blendclip_ros.cli.support import Parser, UsageError, positive_int, run_cli, text_tower_spec
 from blendclip_ros.errors import PromptError
 
 PROG = "blendclip-classify"
@@ -60,11 +60,7 @@ def _text_tower(args: argparse.Namespace) -> dict | None:
     if args.text_tower is None:
         if args.text_weights is not None and args.checkpoint is None:
             raise UsageError("argument error: --text-weights needs --text-tower open_clip or a --checkpoint")
-        return None
-    if args.text_tower == "minilm":
-        return {"type": "minilm"}
-    model = {"model": args.text_model} if args.text_model else {}
-    return {"type": "open_clip", **model, "weights": args.text_weights}
+    return text_tower_spec(args.text_tower, args.text_model, args.text_weights)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -35,6 +35,15 @@ def positive_int(text: str) -> int:
     return value
 
 
+def text_tower_spec(tower: str | None, model: str | None, weights: str | None) -> dict | None:
+    """The text-tower spec of ``--text-tower/--text-model/--text-weights`` (None: none named)."""
+    if tower is None:
+        return None
+    if tower == "minilm":
+        return {"type": "minilm"}
+    return {"type": "open_clip", **({"model": model} if model else {}), "weights": weights}
+
+
 def run_cli(prog: str, parser: argparse.ArgumentParser, run: Callable[[argparse.Namespace], int],
             argv: list[str] | None) -> int:
     """Parse ``argv`` and run; typed errors print ``<prog>: error: <one line>`` and return 2."""

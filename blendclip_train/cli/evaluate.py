@@ -15,7 +15,7 @@ import json
 import sys
 from pathlib import Path
 
-from blendclip_ros.cli.support import Parser, UsageError, positive_int, run_cli
+from blendclip_ros.cli.support import Parser, UsageError, positive_int, run_cli, text_tower_spec
 
 PROG = "blendclip-evaluate"
 
@@ -36,6 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="average K passes with random farthest-point-sampling starts (default 1: deterministic)")
     p.add_argument("--text-tower", choices=("minilm", "open_clip"), default=None,
                    help="text tower when the checkpoint names none (release files name theirs)")
+    p.add_argument("--text-model", default=None,
+                   help="open_clip model config for --text-tower open_clip (default ViT-B-16)")
     p.add_argument("--text-weights", default=None, help="local weights for --text-tower open_clip")
     p.add_argument("--bank", type=Path, default=None,
                    help="prompt-bank file from blendclip-prompts encode: no text tower is built "
@@ -68,13 +70,9 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.checkpoint is None or not args.data:
         raise UsageError("argument error: --checkpoint and --data are required (or --compare A.json B.json)")
-    tower = None
-    if args.text_tower == "minilm":
-        tower = {"type": "minilm"}
-    elif args.text_tower == "open_clip":
-        tower = {"type": "open_clip", "model": "ViT-B-16", "weights": args.text_weights}
-    elif args.text_weights is not None:
-        raise UsageError("argument error: --text-weights needs --text-tower open_clip")
+    if args.text_tower != "open_clip" and (args.text_weights or args.text_model):
+        raise UsageError("argument error: --text-model and --text-weights need --text-tower open_clip")
+    tower = text_tower_spec(args.text_tower, args.text_model, args.text_weights)
     report = evaluate_checkpoint(args.checkpoint, args.data, args.prompts, device=args.device,
                                  batch_size=args.batch_size, max_points=args.max_points, repeats=args.test_repeat,
                                  cache_dir=args.cache_dir, text_tower=tower,
