@@ -61,6 +61,24 @@ def test_pose_history_interpolates_between_stamps_and_refuses_outside_them():
         small.at(0)
 
 
+def test_extra_columns_travel_unchanged_while_xyz_move():
+    """Intensity (column 3) stays with its point; only xyz are transformed into the current frame."""
+    rng = np.random.default_rng(1)
+    poses = [ego_pose(k) for k in range(3)]
+    ring = SweepRing(3, history(poses).at)
+    world = box_surface(rng, np.array([8.0, -2.0, 0.5]), np.array([2.0, 2.0, 1.0]), 30)
+    clouds = [np.c_[to_frame(world, pose), np.full(len(world), 10.0 * k), np.arange(len(world))]
+              for k, pose in enumerate(poses)]
+    for k, cloud in enumerate(clouds[:2]):
+        ring.add(k * PERIOD_NS, cloud)
+    merged, missing = ring.merged(2 * PERIOD_NS, clouds[2])
+    assert missing == 0 and merged.shape == (90, 5) and merged.dtype == np.float32
+    np.testing.assert_array_equal(merged[:, 3], np.repeat([20.0, 0.0, 10.0], 30))  # current sweep first
+    np.testing.assert_array_equal(merged[:, 4], np.tile(np.arange(30), 3))
+    for k in range(3):  # the same world points land on the current sweep's, row by row
+        np.testing.assert_allclose(merged[30 * k:30 * (k + 1), :3], clouds[2][:, :3], atol=1e-4)
+
+
 def test_static_object_gains_points_at_the_right_place():
     rng = np.random.default_rng(0)
     centre, size = np.array([12.0, 3.0, 0.5]), np.array([4.0, 2.0, 1.5])

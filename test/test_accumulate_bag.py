@@ -76,7 +76,7 @@ def test_all_sweeps_bag_carries_devkit_poses_and_accumulates_like_the_devkit(tmp
     devkit = multisweep_points(nusc, keyframe, 3, min_distance=0.0)  # chunks: sd-b, sd-s, sd-a
     sizes = [len(p) for p in points[:3]]  # sd-a, sd-s, sd-b
     ours = np.split(merged, np.cumsum([sizes[2], sizes[0]]))  # ring order: current, then oldest first
-    theirs = np.split(devkit[:, :3], np.cumsum([sizes[2], sizes[1]]))
+    theirs = np.split(devkit[:, :5], np.cumsum([sizes[2], sizes[1]]))  # xyz moved; intensity, ring kept
     for mine, reference in zip(ours, (theirs[0], theirs[2], theirs[1])):
         np.testing.assert_allclose(mine, reference, atol=2e-4)
     assert Rotation.from_matrix(poses.at(_stamp_ns(clouds[2][1]))[:3, :3]).magnitude() > 0.3  # the ego did turn

@@ -7,6 +7,8 @@ import pytest
 pytest.importorskip("vision_msgs.msg")
 from vision_msgs.msg import Detection3DArray
 
+from blendclip_ros.ros.conversions import array_to_pointcloud2, arrays_to_detections
+
 from blendclip_ros.cli.prompts import main as prompts_main
 from test.ros_harness import spin_until, start_classifier, stop
 from test.test_classifier_node import Feed
@@ -22,7 +24,8 @@ def test_node_classifies_from_a_bank_and_refuses_another_text_space(ros_env, cli
                          str(b32 / "clip_b32_text.safetensors"), "--prompts", "truckscenes", "--out", str(bank)]) == 0
     assert prompts_main(["encode", "--tower", "open_clip:ViT-B-32", "--out", str(other)]) == 0
     process = start_classifier(ros_env, "-p", f"model.checkpoint:={b32 / 'b32.pt'}", "-p", f"prompts.bank:={bank}",
-                               "-p", "classify.max_points:=512", "-p", "classify.min_points:=3", name=NAME)
+                               "-p", "classify.max_points:=512", "-p", "classify.min_points:=3",
+                               "-p", "model.colour:=intensity", name=NAME)
     try:
         feed = Feed(client, nuscenes_frame)
         outputs: list = []
@@ -39,9 +42,17 @@ def test_node_classifies_from_a_bank_and_refuses_another_text_space(ros_env, cli
         truckscenes = {"animal", "pedestrian", "barrier", "traffic cone", "traffic sign", "bicycle", "bus", "car",
                        "other vehicle", "motorcycle", "trailer", "truck"}
         assert labels - {"unknown"} and labels <= truckscenes | {"unknown"}
+        # rgb from intensity: a cloud without that field is dropped with a message, its boxes 'unknown'
+        header = feed.header(1)
+        feed.cloud_pub.publish(array_to_pointcloud2(nuscenes_frame.points[:, :3], header, ("x", "y", "z")))
+        feed.det_pub.publish(arrays_to_detections(header, feed.boxes.centers, feed.boxes.sizes,
+                                                  feed.boxes.quaternions, feed.ids))
+        assert spin_until(client, lambda: len(outputs) > 1 and outputs[-1].header.stamp.sec == 1001, 30, process)
+        assert {r.hypothesis.class_id for d in outputs[-1].detections for r in d.results} == {"unknown"}
     finally:
         output = stop(process)
     assert "Traceback" not in output
+    assert "rgb from intensity" in output and "malformed cloud" in output and "intensity" in output, output
     bad = start_classifier(ros_env, "-p", f"model.checkpoint:={b32 / 'b32.pt'}", "-p", f"prompts.bank:={other}",
                            name="blendclip_bank_bad")
     try:

@@ -137,12 +137,13 @@ class SweepRing:
         return len(self._ring)
 
     def add(self, stamp_ns: int, points: np.ndarray) -> None:
-        """Store a cloud's xyz; an older stamp than the newest (a replay restarted) empties the ring."""
+        """Store a cloud (xyz, then any extra columns such as intensity); an older stamp than the
+        newest (a replay restarted) empties the ring."""
         if self._ring and stamp_ns <= self._ring[-1].stamp_ns:
             if stamp_ns == self._ring[-1].stamp_ns:
                 return
             self._ring.clear()
-        self._ring.append(Sweep(int(stamp_ns), np.ascontiguousarray(points[:, :3], dtype=np.float32)))
+        self._ring.append(Sweep(int(stamp_ns), np.ascontiguousarray(points, dtype=np.float32)))
 
     def merged(self, stamp_ns: int, points: np.ndarray, boxes: Boxes | None = None,
                velocities: np.ndarray | None = None) -> tuple[np.ndarray, int]:
@@ -150,10 +151,10 @@ class SweepRing:
 
         ``velocities`` (M, 3) in the current frame (m/s), one per box of ``boxes``: points of
         the past sweeps that lay in box m at its past position (centre - v * lag) are moved by
-        ``v * lag``. Returns the ``(N, 3)`` float32 cloud and the number of past sweeps that had
-        no pose (left out).
+        ``v * lag``. Only xyz move; extra columns (intensity) are kept. Returns the ``(N, D)``
+        float32 cloud and the number of past sweeps that had no pose (left out).
         """
-        current = np.ascontiguousarray(points[:, :3], dtype=np.float32)
+        current = np.ascontiguousarray(points, dtype=np.float32)
         past = [s for s in self._ring if s.stamp_ns < stamp_ns][-(self.sweeps - 1):] if self.sweeps > 1 else []
         if not past:
             return current, 0
@@ -173,7 +174,9 @@ class SweepRing:
             except PoseError:
                 missing += 1
                 continue
-            moved = sweep.points @ transform[:3, :3].T.astype(np.float32) + transform[:3, 3].astype(np.float32)
+            moved = sweep.points.copy()
+            moved[:, :3] = sweep.points[:, :3] @ transform[:3, :3].T.astype(np.float32) \
+                + transform[:3, 3].astype(np.float32)
             if moving is not None:
                 _follow_boxes(moved, *moving, (stamp_ns - sweep.stamp_ns) / NS)
             chunks.append(moved)
@@ -184,11 +187,11 @@ def _follow_boxes(points: np.ndarray, boxes: Boxes, velocities: np.ndarray, lag_
     """Move (in place) the points inside each box's past position by the box's ``v * lag``."""
     shift = velocities * lag_s
     past = Boxes(boxes.centers - shift, boxes.sizes, boxes.quaternions)
-    inside = points_in_boxes(points, past)
+    inside = points_in_boxes(points[:, :3], past)
     counts = np.array([len(i) for i in inside])
     if counts.sum():
         rows, first = np.unique(np.concatenate(inside), return_index=True)  # a point in two boxes moves once
-        points[rows] += np.repeat(shift, counts, axis=0)[first].astype(np.float32)
+        points[rows, :3] += np.repeat(shift, counts, axis=0)[first].astype(np.float32)
 
 
 class BoxTracks:

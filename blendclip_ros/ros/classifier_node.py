@@ -44,7 +44,7 @@ from visualization_msgs.msg import MarkerArray  # noqa: E402
 from ..errors import BlendClipError, ConfigError, MessageFormatError  # noqa: E402
 from ..geometry.boxes import Boxes  # noqa: E402
 from ..pipeline import ObjectClassifier  # noqa: E402
-from .conversions import detections_to_arrays, pointcloud2_to_array  # noqa: E402
+from .conversions import XYZ, detections_to_arrays, pointcloud2_to_array  # noqa: E402
 from .ego_motion import EgoMotion  # noqa: E402
 from .frames import FrameError, FrameResolver, transform_boxes  # noqa: E402
 from .node_parameters import PROMPT_PARAMS, SPECS, check_value, prompt_set_from  # noqa: E402
@@ -97,6 +97,7 @@ class ClassifierNode(Node):
         self._sync: StampSynchronizer | None = None
         self._inputs: list[Any] = []  # not `_subscriptions`: that is rclpy.Node's own list of every subscription
         self._ego: EgoMotion | None = None
+        self._fields: tuple[str, ...] = XYZ  # PointCloud2 fields read: xyz, plus intensity for rgb models
         self._frames = FrameResolver(self, float(self.get_parameter("tf_timeout").value))
 
     # ------------------------------------------------------------------ parameters
@@ -170,10 +171,14 @@ class ClassifierNode(Node):
                     cache_dir=values["text.cache_dir"] or None,
                     top_k=int(values["classify.top_k"]), score_threshold=float(values["classify.score_threshold"]),
                     min_points=int(values["classify.min_points"]), max_points=int(values["classify.max_points"]),
-                    margin=float(values["classify.box_margin"]), backend=values["model.backend"])
+                    margin=float(values["classify.box_margin"]), backend=values["model.backend"],
+                    colour=values["model.colour"] or None)
+            convention = self.classifier.convention
+            self._fields = (*XYZ, "intensity") if convention.channels == 6 and convention.colour == "intensity" \
+                else XYZ
             sweeps = int(values["accumulate.sweeps"])
-            self._ego = EgoMotion(self, sweeps, values["accumulate.fixed_frame"], float(values["tf_timeout"])) \
-                if sweeps > 1 else None
+            self._ego = EgoMotion(self, sweeps, values["accumulate.fixed_frame"], float(values["tf_timeout"]),
+                                  self._fields) if sweeps > 1 else None
         except (BlendClipError, OSError, ValueError, RuntimeError) as exc:
             self.get_logger().error(f"configure failed: {exc}")
             self.classifier = None
@@ -198,7 +203,8 @@ class ClassifierNode(Node):
             self.create_subscription(Detection3DArray, "detections", self._on_detections, depth),
         ]
         self._diag_timer = self.create_timer(float(self._value("diagnostics_period")), self._publish_diagnostics)
-        self.get_logger().info(f"configured: {self.classifier.description} on {self.classifier.device}")
+        rgb = f", rgb from {self.classifier.convention.colour}" if self.classifier.convention.channels == 6 else ""
+        self.get_logger().info(f"configured: {self.classifier.description} on {self.classifier.device}{rgb}")
         return TransitionCallbackReturn.SUCCESS
 
     def on_activate(self, state: State) -> TransitionCallbackReturn:
@@ -329,12 +335,12 @@ class ClassifierNode(Node):
             self.get_logger().warning(f"{int((~valid).sum())} invalid boxes labelled {UNKNOWN} "
                                       f"(detections[{first}]: {reason})", throttle_duration_sec=5.0)
         try:
-            points = pointcloud2_to_array(cloud)
+            points = pointcloud2_to_array(cloud, self._fields)
         except MessageFormatError as exc:
             self.stats.drop("malformed_clouds")
             self.get_logger().warning(f"malformed cloud, its {len(arrays)} boxes labelled {UNKNOWN}: {exc}",
                                       throttle_duration_sec=5.0)
-            points = np.zeros((0, 3), dtype=np.float32)
+            points = np.zeros((0, len(self._fields)), dtype=np.float32)
         keep_input = self._value("classify.sparse_policy") == "keep"
         ranked: list[list[tuple[str, float]] | None] = [None if keep_input else [(UNKNOWN, 0.0)]] * len(arrays)
         indices = np.flatnonzero(valid)

@@ -13,10 +13,10 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ConfigError
+from ..errors import ConfigError, MessageFormatError
 from ..geometry.boxes import Boxes
 from .accumulate import BoxTracks, PoseError, PoseHistory, SweepRing, pose_matrix
-from .conversions import pointcloud2_to_array
+from .conversions import XYZ, pointcloud2_to_array
 
 ODOMETRY_TOPIC = "odom"
 
@@ -32,8 +32,10 @@ class EgoMotion:
     conversion and merging happen on the worker thread in :meth:`merged`.
     """
 
-    def __init__(self, node: Any, sweeps: int, fixed_frame: str, timeout_s: float) -> None:
+    def __init__(self, node: Any, sweeps: int, fixed_frame: str, timeout_s: float,
+                 fields: tuple[str, ...] = XYZ) -> None:
         self.node = node
+        self.fields = fields
         self.fixed_frame = fixed_frame
         self.timeout_s = timeout_s
         self.ring = SweepRing(sweeps, self._pose_at)
@@ -112,8 +114,13 @@ class EgoMotion:
             self._cloud_frame = frame
         while self._pending:
             msg = self._pending.popleft()
-            if msg.header.frame_id == frame:
-                self.ring.add(stamp_ns(msg.header.stamp), pointcloud2_to_array(msg))
+            if msg.header.frame_id != frame:
+                continue
+            try:
+                self.ring.add(stamp_ns(msg.header.stamp), pointcloud2_to_array(msg, self.fields))
+            except MessageFormatError as exc:
+                self._count("malformed_sweeps")
+                self.node.get_logger().warning(f"past sweep left out: {exc}", throttle_duration_sec=5.0)
         now = stamp_ns(cloud.header.stamp)
         velocities = None
         if track_velocity and len(boxes):

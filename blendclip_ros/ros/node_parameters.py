@@ -44,6 +44,10 @@ SPECS: tuple[ParamSpec, ...] = (
     ParamSpec("model.backend", "torch", "Encoder runtime: torch, or onnxruntime on the encoder exported once "
               "(cached; CUDA/TensorRT providers on a cuda device when installed).", read_only=True,
               choices=("torch", "onnxruntime")),
+    ParamSpec("model.colour", "", "rgb for model families that take it (ULIP-2, OpenShape, Uni3D): empty for "
+              "the family's own (the authors' constant 0.4 gray), gray, or intensity (the cloud's intensity "
+              "field / 255, clipped to [0, 1]; clouds then need that field). Ignored by xyz-only models.",
+              read_only=True, choices=("", "gray", "intensity")),
     ParamSpec("model.threads", 1, "CPU threads for torch (0: torch's default, one per core). One thread "
               "keeps latency steady when other processes share the cores.", read_only=True, range=(0, 256)),
     ParamSpec("text.tower", "minilm", "Text tower when the checkpoint names none: minilm (offline, bundled "
@@ -160,8 +164,12 @@ def _emit(tree: dict, indent: str, lines: list[str]) -> None:
         lines.append(f"{indent}{key}: {json.dumps(value.default)}")
 
 
+def _choices(spec: ParamSpec) -> str:
+    return ", ".join(choice or '""' for choice in spec.choices)
+
+
 def _describe(spec: ParamSpec) -> str:
-    limits = f" One of: {', '.join(spec.choices)}." if spec.choices else (
+    limits = f" One of: {_choices(spec)}." if spec.choices else (
         f" Range {spec.range[0]}..{spec.range[1]}." if spec.range else "")
     return spec.description + limits + (" Read-only after start." if spec.read_only else "")
 
@@ -170,7 +178,7 @@ def markdown_table() -> str:
     """The README table of parameters."""
     rows = ["| parameter | default | live | description |", "|---|---|---|---|"]
     for spec in SPECS:
-        limits = f" One of: {', '.join(spec.choices)}." if spec.choices else (
+        limits = f" One of: {_choices(spec)}." if spec.choices else (
             f" Range {spec.range[0]}–{spec.range[1]}." if spec.range else "")
         default = ", ".join(map(str, spec.default)) if isinstance(spec.default, list) else spec.default
         default = "\"\"" if default == "" else default
