@@ -33,14 +33,14 @@ from tqdm import tqdm
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from blendclip_ros.geometry.boxes import Boxes
-from blendclip_ros.model import families
-from blendclip_ros.model.config import PointBertConfig
-from blendclip_ros.model.pointbert import BlendClipPointModel
-from blendclip_ros.model.ppat import OpenShapePointModel, PPATConfig
-from blendclip_ros.model.uni3d import Uni3DConfig, Uni3DPointModel
-from blendclip_ros.pipeline import ObjectClassifier
-from blendclip_ros.text.bank import TextBank
+from blendclip_ros.geometry.boxes import Boxes  # noqa: E402
+from blendclip_ros.model import families  # noqa: E402
+from blendclip_ros.model.config import PointBertConfig  # noqa: E402
+from blendclip_ros.model.pointbert import BlendClipPointModel  # noqa: E402
+from blendclip_ros.model.ppat import OpenShapePointModel, PPATConfig  # noqa: E402
+from blendclip_ros.model.uni3d import Uni3DConfig, Uni3DPointModel  # noqa: E402
+from blendclip_ros.pipeline import ObjectClassifier  # noqa: E402
+from blendclip_ros.text.bank import TextBank  # noqa: E402
 
 NUSCENES_INFO = REPO.parent / "shared/data/mmdet3d/demo/data/nuscenes/n015-2018-07-24-11-22-45+0800.pkl"
 ULIP2 = dict(width=384, depth=18, heads=6, in_channels=6, embed_dim=1280, dynamic_groups=False,

@@ -50,7 +50,8 @@ def main() -> None:
     parts = []
     for i, name in enumerate(["car", "truck", "pedestrian", "bus", "traffic cone", "bicycle"]):
         o = make_object(name, i)
-        parts.append(o.mesh.transformed(rot_z(rng.uniform(0, 6.3)), (rng.uniform(-15, 15), rng.uniform(-15, 15), o.size[2] / 2)))
+        offset = (rng.uniform(-15, 15), rng.uniform(-15, 15), o.size[2] / 2)
+        parts.append(o.mesh.transformed(rot_z(rng.uniform(0, 6.3)), offset))
     mesh = merge(parts)
     dirs, _ = hdl32e().rays()
     n = 3000 if args.quick else 12000
@@ -59,7 +60,8 @@ def main() -> None:
     bvh = build_bvh(mesh)
     t_fast = _best_of(lambda: intersect(bvh, origins, dirs), repeats)
     t_slow = _best_of(lambda: intersect_brute_force(mesh, origins, dirs), 1)
-    same = np.array_equal(np.isfinite(intersect(bvh, origins, dirs).t), np.isfinite(intersect_brute_force(mesh, origins, dirs).t))
+    same = np.array_equal(np.isfinite(intersect(bvh, origins, dirs).t),
+                          np.isfinite(intersect_brute_force(mesh, origins, dirs).t))
     print(f"small scene: {len(mesh.faces):,} triangles, {n:,} rays (answers identical: {same})")
     print(f"  clustered BVH : {n / t_fast:12,.0f} rays/s")
     print(f"  brute force   : {n / t_slow:12,.0f} rays/s (baseline)")

@@ -39,10 +39,10 @@ from tqdm import tqdm
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from blendclip_ros.data.mmdet3d_info import load_mmdet3d_frame
-from blendclip_ros.geometry.boxes import Boxes
-from test.ros_peers.load_publisher import synthetic_frame
-from test.ros_peers.load_session import (
+from blendclip_ros.data.mmdet3d_info import load_mmdet3d_frame  # noqa: E402
+from blendclip_ros.geometry.boxes import Boxes  # noqa: E402
+from test.ros_peers.load_publisher import synthetic_frame  # noqa: E402
+from test.ros_peers.load_session import (  # noqa: E402
     Peer,
     node_command,
     peer_environment,
@@ -161,8 +161,8 @@ def print_table(runs: list[Run]) -> None:
     for r in runs:
         target = ("met" if r.meets_target else "NOT met") if (r.encoder, r.frame, r.rate) == ("tiny", "real", 20) \
             else ""
-        print(f"{r.encoder:7} {r.backend:11} {r.frame:9} {r.rate:4g} {r.sent:5d} {r.outputs:5d} {r.out_per_s:6.1f} {r.drop:5.0%} "
-              f"{r.e2e_p50:8.1f} {r.e2e_p99:8.1f} {r.node_p50:9.1f} {r.node_p99:9.1f} {r.infer_p50:9.1f} "
+        print(f"{r.encoder:7} {r.backend:11} {r.frame:9} {r.rate:4g} {r.sent:5d} {r.outputs:5d} {r.out_per_s:6.1f} "
+              f"{r.drop:5.0%} {r.e2e_p50:8.1f} {r.e2e_p99:8.1f} {r.node_p50:9.1f} {r.node_p99:9.1f} {r.infer_p50:9.1f} "
               f"{r.bare_ms:7.1f} {r.rss_mib:8.0f}  {target}")
     print("(latencies in ms; bare = ObjectClassifier.classify in this process, the baseline; "
           f"target for tiny/real/20 Hz: drop <= {TARGET_MAX_DROP:.0%} and e2e p99 < {TARGET_P99_MS:.0f} ms)")
@@ -170,10 +170,10 @@ def print_table(runs: list[Run]) -> None:
         relay = next((b for b in runs if (b.encoder, b.frame, b.rate) == (RELAY, r.frame, r.rate)), None)
         if r.encoder == RELAY or relay is None:
             continue
-        print(f"[{r.encoder}/{r.backend}/{r.frame}/{r.rate:g} Hz] e2e p50 {r.e2e_p50:.1f} ms = node {r.node_p50:.1f} + outside "
-              f"the node {r.e2e_p50 - r.node_p50:.1f} (relay baseline e2e {relay.e2e_p50:.1f}); node inference "
-              f"{r.infer_p50:.1f} = {r.infer_p50 / r.bare_ms:.2f}x bare pipeline; e2e p99 / target "
-              f"{r.e2e_p99 / TARGET_P99_MS:.2f}x")
+        print(f"[{r.encoder}/{r.backend}/{r.frame}/{r.rate:g} Hz] e2e p50 {r.e2e_p50:.1f} ms = node "
+              f"{r.node_p50:.1f} + outside the node {r.e2e_p50 - r.node_p50:.1f} (relay baseline e2e "
+              f"{relay.e2e_p50:.1f}); node inference {r.infer_p50:.1f} = {r.infer_p50 / r.bare_ms:.2f}x bare "
+              f"pipeline; e2e p99 / target {r.e2e_p99 / TARGET_P99_MS:.2f}x")
 
 
 def main() -> None:
@@ -199,8 +199,8 @@ def main() -> None:
     if args.torch_threads:
         env["OMP_NUM_THREADS"] = str(args.torch_threads)
         torch.set_num_threads(args.torch_threads)
-    print(f"CPU, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}; load average {os.getloadavg()[0]:.1f} at start (other processes "
-          "distort timings); ROS_DOMAIN_ID", env["ROS_DOMAIN_ID"])
+    print(f"CPU, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}; load average "
+          f"{os.getloadavg()[0]:.1f} at start (other processes distort timings); ROS_DOMAIN_ID", env["ROS_DOMAIN_ID"])
     frames = {}
     if "real" in args.frames:
         frames["real"] = real_frame()

@@ -35,10 +35,10 @@ from tqdm import tqdm
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from blendclip_train.augment import AugmentConfig
-from blendclip_train.curriculum import CurriculumBatchSampler
-from blendclip_train.data import Collate, StreamingTriplets
-from blendclip_train.shards import (
+from blendclip_train.augment import AugmentConfig  # noqa: E402
+from blendclip_train.curriculum import CurriculumBatchSampler  # noqa: E402
+from blendclip_train.data import Collate, StreamingTriplets  # noqa: E402
+from blendclip_train.shards import (  # noqa: E402
     ShardReader,
     ShardSample,
     write_embeddings,

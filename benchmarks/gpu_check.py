@@ -222,8 +222,9 @@ def tiny_object_set(path: Path, per_class: int = 8, classes: tuple[str, ...] = (
     labels = np.repeat(np.arange(len(classes)), per_class)
     sizes = np.array([len(c) for c in clouds])
     ObjectSet("cad", "train", classes, np.concatenate(clouds), np.r_[0, np.cumsum(sizes)], labels,
-              np.arange(len(labels)), sizes, np.full(len(labels), np.nan, np.float32), np.zeros(len(labels), np.float32),
-              np.ones((len(labels), 3), np.float32), np.array([f"a point cloud of a {classes[i]}" for i in labels]),
+              np.arange(len(labels)), sizes, np.full(len(labels), np.nan, np.float32),
+              np.zeros(len(labels), np.float32), np.ones((len(labels), 3), np.float32),
+              np.array([f"a point cloud of a {classes[i]}" for i in labels]),
               np.array([""] * len(labels))).save(path)
     return path
 

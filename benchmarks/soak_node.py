@@ -27,8 +27,8 @@ from tqdm import tqdm
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from blendclip_ros.ros.bag_from_nuscenes import main as bag_from_nuscenes
-from test.ros_peers.load_session import (
+from blendclip_ros.ros.bag_from_nuscenes import main as bag_from_nuscenes  # noqa: E402
+from test.ros_peers.load_session import (  # noqa: E402
     Peer,
     node_command,
     peer_environment,

@@ -149,7 +149,8 @@ def _shade(hits, dirs: np.ndarray, origin: np.ndarray, actor_colours: np.ndarray
     ground = hit & (hits.object_id < 0) & (np.abs(origin[2] + t * dirs[:, 2]) < 1e-3)
     base[ground] = _ASPHALT
     actor = hits.object_id >= 0
-    base[actor] = actor_colours[hits.object_id[actor]] * (0.45 + 0.55 * np.clip(hits.reflectivity[actor] / 0.4, 0, 1))[:, None]
+    shade = 0.45 + 0.55 * np.clip(hits.reflectivity[actor] / 0.4, 0, 1)
+    base[actor] = actor_colours[hits.object_id[actor]] * shade[:, None]
     base[hit & ~actor & ~ground] *= (0.6 + 0.8 * np.clip(hits.reflectivity[hit & ~actor & ~ground], 0, 0.5))[:, None]
     normal = np.where(((hits.normal * dirs).sum(axis=1) > 0)[:, None], -hits.normal, hits.normal)
     light = 0.4 + 0.6 * np.clip(normal @ _SUN, 0.0, 1.0)

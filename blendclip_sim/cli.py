@@ -87,13 +87,22 @@ def _cmd_pictures(args: argparse.Namespace) -> None:
         print(gallery_picture(name, out / f"sim_gallery_{name.replace(' ', '_')}.png", seed=args.seed))
 
 
-def point_count_table(distances: np.ndarray, counts: np.ndarray, bins=DISTANCE_BINS) -> list[tuple[str, int, float, float]]:
+def _medians(mask: np.ndarray, distances: np.ndarray, counts: np.ndarray) -> str:
+    """``count  median distance  median points`` of the boxes in ``mask`` (dashes when none)."""
+    if not mask.any():
+        return f"{0:4d} {'-':>6s} {'-':>7s}"
+    return f"{mask.sum():4d} {np.median(distances[mask]):6.1f} {np.median(counts[mask]):7.1f}"
+
+
+def point_count_table(distances: np.ndarray, counts: np.ndarray,
+                      bins=DISTANCE_BINS) -> list[tuple[str, int, float, float]]:
     """(bin label, boxes, median points, fraction of boxes with <= 5 points) per distance bin."""
     rows = []
     for lo, hi in zip(bins[:-1], bins[1:]):
         m = (distances >= lo) & (distances < hi)
         if m.any():
-            rows.append((f"{lo:.0f}-{hi:.0f} m", int(m.sum()), float(np.median(counts[m])), float((counts[m] <= 5).mean())))
+            rows.append((f"{lo:.0f}-{hi:.0f} m", int(m.sum()), float(np.median(counts[m])),
+                         float((counts[m] <= 5).mean())))
     return rows
 
 
@@ -132,8 +141,7 @@ def _cmd_compare_real(args: argparse.Namespace) -> None:
     print("per class (boxes; median distance m; median points):")
     for name in sorted(set(r_cls) | set(s_cls)):
         rm, sm = r_cls == name, s_cls == name
-        fmt = lambda m, d, c: f"{m.sum():4d} {np.median(d[m]):6.1f} {np.median(c[m]):7.1f}" if m.any() else f"{0:4d} {'-':>6s} {'-':>7s}"  # noqa: E731
-        print(f"  {name:22s} real {fmt(rm, r_dist, r_cnt)} | sim {fmt(sm, s_dist, s_cnt)}")
+        print(f"  {name:22s} real {_medians(rm, r_dist, r_cnt)} | sim {_medians(sm, s_dist, s_cnt)}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -178,7 +186,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--mount-height", type=float, default=None,
                    help="LiDAR height above the ground, metres (default: nuScenes LIDAR_TOP, 1.84)")
     s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--quick", action="store_true", help="150 instances per class (1,950 objects), 1024 CAD points, 1 LiDAR view")
+    s.add_argument("--quick", action="store_true",
+                   help="150 instances per class (1,950 objects), 1024 CAD points, 1 LiDAR view")
     s.set_defaults(func=_cmd_objects)
 
     s = sub.add_parser("pictures", help="bird's-eye view and CAD-vs-LiDAR galleries as PNG")

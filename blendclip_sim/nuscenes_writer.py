@@ -5,8 +5,9 @@ Layout (``root``): ``<version>/*.json`` (13 tables), ``samples/LIDAR_TOP/*.pcd.b
 0.1 m/pixel). With ``cameras`` (e.g. :func:`~blendclip_sim.cameras.nuscenes_rig`), every keyframe also
 gets one rendered JPEG per camera (``samples/CAM_*/``, calibrated sensors with intrinsics) and the
 annotations' visibility tokens come from camera occlusion (visible pixels / unoccluded pixels over
-the six images, "1" when never in view); without cameras they come from the LiDAR rays. Two categories are not in nuScenes (``vehicle.other``, ``static_object.traffic_sign``,
-named as in TruckScenes): pass ``colormap=sim_colormap()`` to ``NuScenes`` to render them.
+the six images, "1" when never in view); without cameras they come from the LiDAR rays. Two
+categories are not in nuScenes (``vehicle.other``, ``static_object.traffic_sign``, named as in
+TruckScenes): pass ``colormap=sim_colormap()`` to ``NuScenes`` to render them.
 """
 
 from __future__ import annotations
@@ -118,12 +119,14 @@ def write_nuscenes(scenes: list[Scene], root: Path | str, version: str = "v1.0-s
     for name in ATTRIBUTES:
         tables["attribute"].append({"token": _tok("attribute", name), "name": name, "description": name})
     for token, level in VISIBILITY:
-        tables["visibility"].append({"token": token, "level": level, "description": f"visibility of whole object is between {level[1:].replace('-', ' and ')} %"})
+        description = f"visibility of whole object is between {level[1:].replace('-', ' and ')} %"
+        tables["visibility"].append({"token": token, "level": level, "description": description})
     sensor_token = _tok("sensor", "LIDAR_TOP")
     tables["sensor"].append({"token": sensor_token, "channel": "LIDAR_TOP", "modality": "lidar"})
     calib_token = _tok("calibrated_sensor", "LIDAR_TOP")
     tables["calibrated_sensor"].append({"token": calib_token, "sensor_token": sensor_token,
-                                        "translation": [float(v) for v in LIDAR_MOUNT], "rotation": [1.0, 0.0, 0.0, 0.0],
+                                        "translation": [float(v) for v in LIDAR_MOUNT],
+                                        "rotation": [1.0, 0.0, 0.0, 0.0],
                                         "camera_intrinsic": []})
     for cam in cameras or ():
         cam_sensor = _tok("sensor", cam.channel)
@@ -152,11 +155,13 @@ def write_nuscenes(scenes: list[Scene], root: Path | str, version: str = "v1.0-s
             key = i % (sweeps_per_keyframe + 1) == 0
             frame = simulate_frame(scene, float(t), pattern, seed=i)
             stamp = t0 + int(round(t * 1e6))
-            sample_token = _tok("sample", scene.name, i - i % (sweeps_per_keyframe + 1) + (0 if key else sweeps_per_keyframe + 1))
+            period = sweeps_per_keyframe + 1
+            sample_token = _tok("sample", scene.name, i - i % period + (0 if key else period))
             sd = _write_sample_data(tables, root, scene, frame, i, stamp, key, sample_token, calib_token)
             sds.append(sd)
             if key:
-                samples.append({"token": sample_token, "timestamp": stamp, "prev": "", "next": "", "scene_token": scene_token})
+                samples.append({"token": sample_token, "timestamp": stamp, "prev": "", "next": "",
+                                "scene_token": scene_token})
                 visible = None
                 if cameras:
                     rendered = render_cameras(scene, float(t), cameras)
@@ -180,8 +185,8 @@ def write_nuscenes(scenes: list[Scene], root: Path | str, version: str = "v1.0-s
             actor = anns[0].pop("_actor")
             for a in anns[1:]:
                 a.pop("_actor")
-            tables["instance"].append({"token": actor_token,
-                                       "category_token": _tok("category", category_name(actor.obj.class_name, actor.obj.attributes)),
+            category = category_name(actor.obj.class_name, actor.obj.attributes)
+            tables["instance"].append({"token": actor_token, "category_token": _tok("category", category),
                                        "nbr_annotations": len(anns), "first_annotation_token": anns[0]["token"],
                                        "last_annotation_token": anns[-1]["token"]})
         tables["scene"].append({"token": scene_token, "log_token": log_token, "nbr_samples": len(samples),

@@ -6,8 +6,8 @@ box's full extents ``[l, w, h]`` (the vision_msgs size, nuScenes ``wlh`` reorder
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 

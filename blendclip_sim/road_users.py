@@ -93,8 +93,8 @@ def build_animal(rng: np.random.Generator) -> tuple[list[Mesh], dict]:
     parts.append(tube(center + [body_l * 0.35, 0.0, 0.0], neck_top, body_r * 0.35, 6, reflectivity=refl))
     parts.append(ellipsoid(neck_top + [0.08 * scale, 0.0, 0.0], (0.11 * scale, 0.06 * scale, 0.06 * scale), 4, 8,
                            reflectivity=refl))
-    parts.append(tube(center - [body_l * 0.5, 0.0, 0.0], center - [body_l * 0.75, 0.0, -0.1 * scale], 0.015 * scale + 0.005,
-                      4, reflectivity=refl))
+    parts.append(tube(center - [body_l * 0.5, 0.0, 0.0], center - [body_l * 0.75, 0.0, -0.1 * scale],
+                      0.015 * scale + 0.005, 4, reflectivity=refl))
     return parts, {"style": style, "colour": coat}
 
 
@@ -211,7 +211,8 @@ def build_barrier(rng: np.random.Generator) -> tuple[list[Mesh], dict]:
     parts = []
     for s in (-1, 1):
         y = s * (length / 2 - 0.05)
-        parts += [box((0, y, 0.05), (0.6, 0.2, 0.1), RUBBER), tube((0, y, 0.1), (0, y, h), 0.025, 6, reflectivity=METAL)]
+        parts += [box((0, y, 0.05), (0.6, 0.2, 0.1), RUBBER),
+                  tube((0, y, 0.1), (0, y, h), 0.025, 6, reflectivity=METAL)]
     for z in (h * 0.45, h * 0.8):
         parts.append(box((0, 0, z), (0.03, length - 0.1, 0.18), LAMP if colour in ("red", "white") else PAINT[colour]))
     return parts, {"style": style, "colour": colour}

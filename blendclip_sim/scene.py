@@ -145,7 +145,8 @@ def generate_scene(seed: int, duration: float = 4.0, name: str | None = None,
         s = s_lo + rng.uniform(0, 6)
         while s < s_hi:
             if rng.random() < 0.55 * min(density, 1.5):
-                cls = str(rng.choice(["car", "truck", "trailer", "other vehicle", "bus"], p=[0.8, 0.08, 0.05, 0.04, 0.03]))
+                cls = str(rng.choice(["car", "truck", "trailer", "other vehicle", "bus"],
+                                     p=[0.8, 0.08, 0.05, 0.04, 0.03]))
                 add(cls, s, side * (half - road.parking_width / 2), yaw_offset=rng.normal(0, 0.03),
                     attribute="vehicle.parked")
                 s += (actors[-1].obj.size[0] if actors else 5.0) / 2 + rng.uniform(3.0, 5.0)

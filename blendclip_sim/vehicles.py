@@ -125,8 +125,8 @@ def build_truck(rng: np.random.Generator) -> tuple[list[Mesh], dict]:
     if style == "box truck":
         top = rng.uniform(3.0, 3.8)
         cargo_paint = PAINT["white"] if rng.random() < 0.6 else paint
-        parts.append(box(((x0 + rear) / 2, 0.0, (frame_z + top) / 2 + 0.1), (rear - x0, 2 * hw + 0.1, top - frame_z - 0.2),
-                         cargo_paint))
+        parts.append(box(((x0 + rear) / 2, 0.0, (frame_z + top) / 2 + 0.1),
+                         (rear - x0, 2 * hw + 0.1, top - frame_z - 0.2), cargo_paint))
     elif style == "dump truck":
         top = cab_top + rng.uniform(-0.4, 0.1)
         parts.append(tapered_box(x0, rear, hw, frame_z + 0.15, top, top_x0=x0 - 0.1, reflectivity=paint))
@@ -247,7 +247,8 @@ def build_construction_vehicle(rng: np.random.Generator) -> tuple[list[Mesh], di
         parts.append(box((0.9, 0.0, r + 0.2), (1.2, 1.0, 0.8), paint))
         bucket_z = rng.uniform(0.1, 1.8)
         parts.append(tapered_box(2.1, 3.0, 1.35, bucket_z, bucket_z + 0.9, top_x1=2.4, reflectivity=METAL))
-        parts += [tube((1.2, s * 0.5, r + 0.4), (2.3, s * 0.5, bucket_z + 0.5), 0.12, reflectivity=paint) for s in (-1, 1)]
+        parts += [tube((1.2, s * 0.5, r + 0.4), (2.3, s * 0.5, bucket_z + 0.5), 0.12, reflectivity=paint)
+                  for s in (-1, 1)]
     elif style == "road roller":
         parts.append(tube((1.5, -1.05, 0.75), (1.5, 1.05, 0.75), 0.75, segments=16, reflectivity=METAL))
         parts += _axle(-1.6, 1.9, 0.75, 0.5)

@@ -450,8 +450,9 @@ def _write_results(config: ExperimentConfig, runs: list[RunSpec], results: dict[
                    "iterations_per_epoch": config.iterations_per_epoch, "batch_size": config.batch_size,
                    "samples": config.iterations * config.batch_size},
         "domains": domain_labels(config),
-        "data": data_summary(dict.fromkeys([config.out_dir / "data" / "sim" / f"{d}_train.npz" for d in ("cad", "lidar")]
-                                           + list(domain_paths(config).values()))),
+        "data": data_summary(dict.fromkeys(
+            [config.out_dir / "data" / "sim" / f"{d}_train.npz" for d in ("cad", "lidar")]
+            + list(domain_paths(config).values()))),
         "planned": [r.key for r in runs],
         "complete": all(r.key in results for r in runs),
         "runs": {r.key: results[r.key] for r in runs if r.key in results},

@@ -77,7 +77,10 @@ def zero_shot_metrics(scores: torch.Tensor, targets: torch.Tensor, labels: Seque
     per1, per3, per5 = (torch.bincount(targets, hit, minlength=classes) / counts for hit in (hit1, hit3, hit5))
     present = counts > 0
     confusion = torch.bincount(targets * classes + ranked[:, 0], minlength=classes * classes)
-    mean = (lambda v: float(v.mean()) if len(v) else math.nan)
+
+    def mean(v: torch.Tensor) -> float:
+        return float(v.mean()) if len(v) else math.nan
+
     return ZeroShotMetrics(
         labels=list(labels), count=len(targets), top1=mean(hit1), top5=mean(hit5),
         mean_class_top1=mean(per1[present]), mean_class_top5=mean(per5[present]),

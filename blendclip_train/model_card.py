@@ -5,7 +5,8 @@
 held-out simulated LiDAR, CAD and second-sensor sets (built when missing by the ablation's data
 step, by default with the shipped checkpoint's data settings) with the 13 simulator classes, and
 on every labelled box of the real nuScenes keyframe (cropped by the runtime pipeline, 10 nuScenes
-prompts), overall, per class and per point-count bin. It writes the JSON and replaces the generated block of the card; nothing is typed by hand.
+prompts), overall, per class and per point-count bin. It writes the JSON and replaces the
+generated block of the card; nothing is typed by hand.
 """
 
 from __future__ import annotations
@@ -147,8 +148,9 @@ def card_markdown(card: dict[str, Any]) -> str:
         ["file", f"`{ck['file']}` ({ck['bytes'] / 1e6:.2f} MB, {ck['parameters']:,} parameters)"],
         ["encoder", f"`{cfg['encoder']}` PointBERT, projection to {ck['embed_dim']}-d"],
         ["text tower (frozen)", f"`{ck['text_tower'].get('name', ck['text_tower'].get('type'))}`"],
-        ["iterations", f"{ck['iterations']} ({ck['epochs_trained']} epochs × {cfg['iterations_per_epoch'] or 'ceil(N ln 5 / B)'}), "
-                       f"batch {cfg['batch_size']}, lr {cfg['lr']:g}, seed {cfg['seed']}"],
+        ["iterations", f"{ck['iterations']} ({ck['epochs_trained']} epochs × "
+                       f"{cfg['iterations_per_epoch'] or 'ceil(N ln 5 / B)'}), batch {cfg['batch_size']}, "
+                       f"lr {cfg['lr']:g}, seed {cfg['seed']}"],
         ["mixing", f"curriculum r_max {cfg['r_max']:g}{' (static)' if cfg['static'] else ''}, "
                    f"mean real share {_pct(ck['mean_real_share'])}"],
         ["training data", "; ".join(f"{d['role']}: `{d['file']}` (sha256 {d['sha256'][:12]}…)" for d in ck["data"])],

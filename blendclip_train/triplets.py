@@ -3,8 +3,9 @@
 Every cloud is normalised once at load time (centre on the mean, farthest point at radius 1;
 clouds above ``max_points`` reduced by farthest point sampling with a fixed seed), so an item
 costs a slice. Labels are re-indexed into one class list: the union of the files' class
-names, in order of first appearance. Empty captions become "a point cloud of a {class}". Captions are deduplicated into :attr:`TripletDataset.captions`
-so their frozen text embeddings can be computed once (``caption_index`` per item).
+names, in order of first appearance. Empty captions become "a point cloud of a {class}".
+Captions are deduplicated into :attr:`TripletDataset.captions` so their frozen text embeddings
+can be computed once (``caption_index`` per item).
 
 This is the in-memory reader of whole object sets (evaluation reads it); training streams shards
 instead (:mod:`blendclip_train.data`, ``.npz`` files converted once by :mod:`blendclip_train.npz_shards`).
@@ -82,7 +83,7 @@ class TripletDataset(Dataset):
         table, caption_index = np.unique(np.array(captions, dtype=str), return_inverse=True)
         self.captions = [str(c) for c in table]
         self.caption_index = caption_index.astype(np.int64).reshape(-1)
-        self.image_embeddings = _stack_images(images, [len(l) for l in labels])
+        self.image_embeddings = _stack_images(images, [len(part) for part in labels])
         if len(self.labels) == 0:
             raise ConfigError(f"paths: no objects with points in {[str(p) for p in self.paths]}")
 

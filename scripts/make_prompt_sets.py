@@ -61,7 +61,8 @@ def class_lists(data: Path) -> dict[str, tuple[list[str], str]]:
         "truckscenes": (TRUCKSCENES, "MAN TruckScenes classes in BlendCLIP label order"),
         "modelnet40": ([display(n) for n in labels["modelnet40_openshape"]], "ModelNet40 (label-index order)"),
         "scanobjectnn": (scan, "ScanObjectNN (label-index order)"),
-        "objaverse_lvis": ([display(n) for n in labels["objaverse_lvis_openshape"]], "Objaverse-LVIS (OpenShape order)"),
+        "objaverse_lvis": ([display(n) for n in labels["objaverse_lvis_openshape"]],
+                           "Objaverse-LVIS (OpenShape order)"),
     }
 
 

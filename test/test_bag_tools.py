@@ -213,7 +213,7 @@ def write_nuscenes_dataset(root: Path, points: np.ndarray, boxes_lidar: np.ndarr
     ]
     order = {"scene-1": ["sd-a", "sd-s", "sd-b"], "scene-2": ["sd-c"]}
     files, sample_of = {}, {}
-    for i, (token, scene, key, dt, xyz, yaw) in enumerate(lidar):
+    for i, (token, _scene, key, dt, xyz, yaw) in enumerate(lidar):
         folder = "samples" if key else "sweeps"
         files[token] = f"{folder}/LIDAR_TOP/n015-test__LIDAR_TOP__{t0 + dt}.pcd.bin"
         points[i::4].tofile(root / files[token])
@@ -242,17 +242,17 @@ def write_nuscenes_dataset(root: Path, points: np.ndarray, boxes_lidar: np.ndarr
                                 "name": scene.replace("scene-", "scene-000"), "description": "test"})
     sensor_rot, sensor_xyz = _transform({**LIDAR_CALIB})
     lidar_boxes = Boxes.from_mmdet3d(boxes_lidar)
-    for k, token in enumerate(sample_of):
+    for token in sample_of:
         ego_rot, ego_xyz = _transform(tables["ego_pose"][[r[0] for r in lidar].index(token)])
         global_rot = ego_rot * sensor_rot
         centers = global_rot.apply(lidar_boxes.centers.copy()) + ego_rot.apply(sensor_xyz) + ego_xyz
         rotations = global_rot * Rotation.from_quat(lidar_boxes.quaternions.copy())
         for i in range(len(lidar_boxes)):
-            l, w, h = boxes_lidar[i, 3:6]
+            length, w, h = boxes_lidar[i, 3:6]
             tables["sample_annotation"].append({
                 "token": f"ann-{token}-{i}", "sample_token": sample_of[token], "instance_token": f"inst-{i}",
                 "visibility_token": "4", "attribute_tokens": [], "translation": centers[i].tolist(),
-                "size": [w, l, h], "rotation": _wxyz(rotations[i]), "prev": "", "next": "",
+                "size": [w, length, h], "rotation": _wxyz(rotations[i]), "prev": "", "next": "",
                 "num_lidar_pts": 1, "num_radar_pts": 0})
     tables["instance"] = [{"token": f"inst-{i}", "category_token": f"cat-{labels[i]}", "nbr_annotations": 3,
                            "first_annotation_token": f"ann-sd-a-{i}", "last_annotation_token": f"ann-sd-c-{i}"}

@@ -104,7 +104,7 @@ def test_every_frame_gets_one_output_with_all_boxes_labelled(feed, client, class
     start = len(feed.outputs)
     for index in range(3):
         feed.publish(index)
-        assert spin_until(client, lambda: len(feed.outputs) >= start + index + 1, 30, classifier)
+        assert spin_until(client, lambda: len(feed.outputs) >= start + index + 1, 30, classifier)  # noqa: B023
     outputs = feed.outputs[start:]
     assert [o.header.stamp.sec for o in outputs] == [1000, 1001, 1002]
     counts = [len(i) for i in points_in_boxes(nuscenes_frame.points, feed.boxes)]

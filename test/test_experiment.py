@@ -40,7 +40,7 @@ def test_tiny_run_writes_every_run_and_domain(tiny):
     results = json.loads((out / "results.json").read_text())
     assert results["complete"] and results["planned"] == ["synthetic_only_seed0", "curriculum_r0.3_seed0"]
     assert results["budget"]["iterations"] == 4
-    for key, run in results["runs"].items():
+    for run in results["runs"].values():
         assert run["iterations"] == 4 and (out / run["checkpoint"]).is_file()
         assert set(run["eval"]) == set(DOMAINS)
         for domain, (folder, file) in DOMAINS.items():

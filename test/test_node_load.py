@@ -4,8 +4,9 @@
 stamps set to the publish time; a separate receiver process records each output's receive
 time, so latency = receive time - stamp (same host, wall clock). The node runs the full
 encoder (~130 ms per frame of the real sweep on one core, so 40 Hz overloads it on any machine
-this runs on; the tiny one keeps up when the cores are idle) and keeps only the newest pair: latency must not grow over the run, the pairs it skips must be counted as
-superseded, and what it publishes must be complete.
+this runs on; the tiny one keeps up when the cores are idle) and keeps only the newest pair:
+latency must not grow over the run, the pairs it skips must be counted as superseded, and what
+it publishes must be complete.
 """
 
 from __future__ import annotations
@@ -52,9 +53,9 @@ def bag(tmp_path_factory, nuscenes_frame):
 
 @pytest.fixture(scope="module")
 def node(ros_env):
-    peer = Peer(node_command(NODE, "-p", "model.encoder:=full", "-p", f"classify.min_points:={MIN_POINTS}", "-p", f"sync.queue_size:={QUEUE_SIZE}",
-                             "-p", "diagnostics_period:=0.5", "-r", "points:=/load/points",
-                             "-r", "detections:=/load/detections"), ros_env)
+    peer = Peer(node_command(NODE, "-p", "model.encoder:=full", "-p", f"classify.min_points:={MIN_POINTS}",
+                             "-p", f"sync.queue_size:={QUEUE_SIZE}", "-p", "diagnostics_period:=0.5",
+                             "-r", "points:=/load/points", "-r", "detections:=/load/detections"), ros_env)
     yield peer
     print(peer.stop())
 

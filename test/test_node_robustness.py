@@ -30,19 +30,19 @@ from blendclip_ros.ros.node_parameters import NUSCENES_LABELS
 rclpy = pytest.importorskip("rclpy")
 pytest.importorskip("vision_msgs.msg")
 
-from diagnostic_msgs.msg import DiagnosticArray
-from rclpy.qos import qos_profile_sensor_data
-from sensor_msgs.msg import PointCloud2, PointField
-from std_msgs.msg import Header
-from vision_msgs.msg import Detection3DArray
+from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
+from rclpy.qos import qos_profile_sensor_data  # noqa: E402
+from sensor_msgs.msg import PointCloud2, PointField  # noqa: E402
+from std_msgs.msg import Header  # noqa: E402
+from vision_msgs.msg import Detection3DArray  # noqa: E402
 
-from blendclip_ros.ros.conversions import (
+from blendclip_ros.ros.conversions import (  # noqa: E402
     array_to_pointcloud2,
     arrays_to_detections,
     set_cloud_data,
 )
 
-from .ros_harness import spin_until, start_classifier, stop
+from .ros_harness import spin_until, start_classifier, stop  # noqa: E402
 
 pytestmark = pytest.mark.ros
 NODE = "blendclip_fuzz"

@@ -129,7 +129,8 @@ def _humble_bag(source: Path, bag: Path) -> None:
         "version": 5, "storage_identifier": "sqlite3", "duration": {"nanoseconds": end - start},
         "starting_time": {"nanoseconds_since_epoch": start}, "message_count": len(messages),
         "topics_with_message_count": [
-            {"topic_metadata": {"name": t, "type": m, "serialization_format": "cdr", "offered_qos_profiles": HUMBLE_QOS},
+            {"topic_metadata": {"name": t, "type": m, "serialization_format": "cdr",
+                                "offered_qos_profiles": HUMBLE_QOS},
              "message_count": sum(x.topic == t for x in messages)} for t, m in topics],
         "compression_format": "", "compression_mode": "", "relative_file_paths": ["humble_0.db3"],
         "files": [{"path": "humble_0.db3", "starting_time": {"nanoseconds_since_epoch": start},

@@ -28,9 +28,10 @@ def _random_rays(rng, n):
 def test_accelerated_intersection_equals_brute_force(seed, leaf_size):
     rng = np.random.default_rng(seed)
     parts = []
-    for i in range(4):
+    for _ in range(4):
         o = make_object(CLASS_NAMES[int(rng.integers(len(CLASS_NAMES)))], int(rng.integers(1 << 30)))
-        parts.append(o.mesh.transformed(rot_z(rng.uniform(0, 6.3)), (rng.uniform(-8, 8), rng.uniform(-8, 8), o.size[2] / 2)))
+        offset = (rng.uniform(-8, 8), rng.uniform(-8, 8), o.size[2] / 2)
+        parts.append(o.mesh.transformed(rot_z(rng.uniform(0, 6.3)), offset))
     mesh = merge(parts)
     origins, dirs = _random_rays(rng, 3000)
     fast = intersect(build_bvh(mesh, leaf_size), origins, dirs)

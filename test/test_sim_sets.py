@@ -116,7 +116,8 @@ def test_demo_bag_holds_clouds_and_matching_ground_truth():
             q = box.bbox.center.orientation
             yaw = 2 * np.arctan2(q.z, q.w)
             size = np.array([box.bbox.size.x, box.bbox.size.y, box.bbox.size.z])
-            local = (pts[:, :3] - c3) @ np.array([[np.cos(yaw), -np.sin(yaw), 0], [np.sin(yaw), np.cos(yaw), 0], [0, 0, 1]])
+            rotation = np.array([[np.cos(yaw), -np.sin(yaw), 0], [np.sin(yaw), np.cos(yaw), 0], [0, 0, 1]])
+            local = (pts[:, :3] - c3) @ rotation
             assert np.all(np.abs(local) <= size / 2, axis=1).sum() >= 1  # only boxes with points are written
 
 

@@ -32,7 +32,8 @@ def test_devkit_loads_six_lidars_and_counts_agree(dataset):
     clouds = []
     for channel in TRUCKSCENES.lidars:
         sd = trucksc.get("sample_data", sample["data"][channel])
-        cs, ego = trucksc.get("calibrated_sensor", sd["calibrated_sensor_token"]), trucksc.get("ego_pose", sd["ego_pose_token"])
+        cs = trucksc.get("calibrated_sensor", sd["calibrated_sensor_token"])
+        ego = trucksc.get("ego_pose", sd["ego_pose_token"])
         pc = LidarPointCloud.from_file(trucksc.get_sample_data_path(sd["token"]))
         m = transform_matrix(ego["translation"], Quaternion(ego["rotation"])) @ \
             transform_matrix(cs["translation"], Quaternion(cs["rotation"]))

@@ -125,8 +125,10 @@ def write_openshape(root, n=3, dim=8):
         folder = root / "Objaverse" / "000-000"
         folder.mkdir(parents=True, exist_ok=True)
         uid = f"uid{k}"
-        feat = lambda: {"original": rng.normal(size=dim).astype(np.float32),
-                        "prompt_avg": rng.normal(size=dim).astype(np.float32)}
+        def feat() -> dict[str, np.ndarray]:
+            return {"original": rng.normal(size=dim).astype(np.float32),
+                    "prompt_avg": rng.normal(size=dim).astype(np.float32)}
+
         data = {"xyz": y_up_cloud(30, k), "rgb": rng.random((30, 3)).astype(np.float32),
                 "text": [f"name {k}"], "text_feat": [feat()],
                 "blip_caption": f"blip {k}" if k != 1 else "", "blip_caption_feat": feat(),

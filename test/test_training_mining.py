@@ -86,7 +86,10 @@ def test_motion_compensation_moves_old_points_into_the_reference_box():
     t_ref, t_prev = 1_000_000, 500_000
     yaw_ref, yaw_prev = 0.3, 0.1
     v = np.array([10.0, 2.0, 0.0])
-    quat = lambda yaw: np.array([np.cos(yaw / 2), 0, 0, np.sin(yaw / 2)])
+
+    def quat(yaw: float) -> np.ndarray:
+        return np.array([np.cos(yaw / 2), 0, 0, np.sin(yaw / 2)])
+
     centre = np.array([20.0, 5.0, 1.0])
     sweeps = []
     for k in range(5):

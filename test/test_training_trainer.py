@@ -34,7 +34,8 @@ def workdir(tmp_path_factory):
     root = tmp_path_factory.mktemp("train")
     tiny_object_set(root / "cad.npz", per_class=6)
     tiny_object_set(root / "lidar.npz", "lidar", per_class=4, points=(5, 40), seed=1)
-    (root / "shapes.yaml").write_text("name: shapes\ntemplates: ['point cloud of a {}.']\nclasses: [ball, stick, plate]\n")
+    (root / "shapes.yaml").write_text("name: shapes\ntemplates: ['point cloud of a {}.']\n"
+                                      "classes: [ball, stick, plate]\n")
     torch.manual_seed(0)
     init = BlendClipPointModel(dataclasses.replace(PointBertConfig.named("tiny"), embed_dim=384))
     _calibrate_batchnorm(init, TripletDataset([root / "cad.npz"], SYNTHETIC))

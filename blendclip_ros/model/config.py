@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from blendclip_ros.errors import ConfigError
 
@@ -92,7 +93,7 @@ class PointBertConfig:
         return int(self.width * self.mlp_ratio)
 
     @classmethod
-    def named(cls, name: str) -> "PointBertConfig":
+    def named(cls, name: str) -> PointBertConfig:
         """A preset: ``"full"`` (the BlendCLIP release architecture) or ``"tiny"`` (CPU tests)."""
         try:
             return cls(**_PRESETS[name])
@@ -107,7 +108,7 @@ class PointBertConfig:
         return out
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "PointBertConfig":
+    def from_dict(cls, data: Mapping[str, Any]) -> PointBertConfig:
         """Inverse of :meth:`to_dict`; missing keys take defaults, unknown keys raise."""
         if not isinstance(data, Mapping):
             raise ConfigError(f"encoder: expected a mapping, got {type(data).__name__}")

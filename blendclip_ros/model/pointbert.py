@@ -14,7 +14,7 @@ Parameter and buffer names match the BlendCLIP release state dict (``point_encod
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch

@@ -7,7 +7,7 @@ Everything runs on the points' device (CPU or CUDA).
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor

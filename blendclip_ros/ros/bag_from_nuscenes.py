@@ -73,7 +73,8 @@ def write_annotated_bag(frames: Iterable[AnnotatedCloud], output: Path | str, *,
             if frame.pose is not None:
                 if count == 0:
                     writer.write_transforms("/tf_static", frame.stamp_ns, [(BASE_FRAME, frame_id, base_from_lidar)])
-                writer.write_transforms("/tf", frame.stamp_ns, [(fixed_frame, BASE_FRAME, frame.pose @ lidar_from_base)])
+                writer.write_transforms("/tf", frame.stamp_ns,
+                                        [(fixed_frame, BASE_FRAME, frame.pose @ lidar_from_base)])
                 writer.write_odometry(odom_topic, frame.stamp_ns, fixed_frame, frame_id, frame.pose)
             writer.write_cloud(cloud_topic, frame.stamp_ns, frame_id, frame.points, frame.field_names)
             if frame.annotated:

@@ -382,9 +382,9 @@ class ClassifierNode(Node):
         dropped = sum(v for k, v in values.items() if k.startswith("dropped_"))
         level = DiagnosticStatus.WARN if dropped else DiagnosticStatus.OK
         message = f"{dropped} messages or boxes dropped" if dropped else "ok"
-        self._diagnostics_pub.publish(diagnostic_array(self.get_clock().now().to_msg(),
-                                                       f"{self.get_name()}: classifier", self.get_fully_qualified_name(),
-                                                       values, level=level, message=message))
+        self._diagnostics_pub.publish(diagnostic_array(
+            self.get_clock().now().to_msg(), f"{self.get_name()}: classifier", self.get_fully_qualified_name(),
+            values, level=level, message=message))
 
 
 def main(argv: list[str] | None = None) -> int:

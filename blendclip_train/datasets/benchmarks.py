@@ -277,7 +277,7 @@ def _objaverse_lvis(path: Path) -> EvalSet:
         entries = [(e["uid"], e["data_path"], e["category"]) for e in split]
     skipped: Counter[str] = Counter()
     clouds, names = [], []
-    for uid, rel, category in entries:
+    for _uid, rel, category in entries:
         file = resolve_data_path(rel, base)
         if file is None:
             skipped["missing object file"] += 1
