@@ -222,7 +222,9 @@ def train(config: TrainConfig, on_epoch: Callable[[EpochRecord], None] | None = 
     """Run (or resume) the whole training; under torchrun every rank calls this. ``on_epoch`` runs on rank 0."""
     dist = Distributed.from_env(config.device)
     try:
-        return _Run(config, dist).run(on_epoch)
+        result = _Run(config, dist).run(on_epoch)
+        dist.barrier()  # every rank done before the group goes: gloo aborts a rank whose peer has left
+        return result
     finally:
         dist.close()
 
@@ -274,8 +276,9 @@ class _Run:
         if dist.is_main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
         shard_cache = None if c.cache_dir is None else Path(c.cache_dir) / "shards"
-        sources = self._main_first(lambda: {role: resolve_sources(getattr(c, role), shard_cache, max_points=c.max_points)
-                                            for role in ("synthetic", "real", "val")})
+        sources = self._main_first(lambda: {
+            role: resolve_sources(getattr(c, role), shard_cache, max_points=c.max_points)
+            for role in ("synthetic", "real", "val")})
         self.dataset = StreamingTriplets(sources["synthetic"], sources["real"], embeddings=c.embeddings,
                                          max_points=c.max_points)
         self.tower = make_text_tower(c.text_tower, device)
@@ -403,7 +406,8 @@ class _Run:
                         bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.1e}", real=self.sampler.real_per_batch)
                         if self.step % c.log_every == 0:
                             self.log.step(epoch, self.step, {
-                                "loss": loss, "loss_point_text": loss - (image_loss or 0.0), "loss_point_image": image_loss,
+                                "loss": loss, "loss_point_text": loss - (image_loss or 0.0),
+                                "loss_point_image": image_loss,
                                 "lr": lr, "logit_scale": float(self.model.logit_scale.detach().exp()),
                                 "real_share": real_share(epoch, c.epochs, float(c.r_max), c.static),
                                 "samples_per_s": c.batch_size * dist.world_size / max(seconds, 1e-9)})
