@@ -76,6 +76,11 @@ class InputConvention(DictConfig):
         if int(self.intensity_column) < 3:
             raise ConfigError(f"intensity_column: expected a column >= 3, got {self.intensity_column!r}")
 
+    @property
+    def reads_intensity(self) -> bool:
+        """Whether rgb comes from the clouds' intensity column (which they must then have)."""
+        return self.channels == 6 and self.colour == "intensity"
+
     def replace(self, **changes: Any) -> InputConvention:
         """A copy with some fields changed (validated)."""
         return dataclasses.replace(self, **changes)
@@ -258,7 +263,7 @@ def preprocess_crops(
 
 def _colour_source(cloud: np.ndarray, convention: InputConvention) -> np.ndarray | None:
     """Per-point rgb ``(N, 3)`` in [0, 1] for the whole cloud, or ``None`` (xyz only or gray fill)."""
-    if convention.channels == 3 or convention.colour == "gray":
+    if not convention.reads_intensity:
         return None
     column = convention.intensity_column
     if cloud.shape[1] <= column:

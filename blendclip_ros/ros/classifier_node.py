@@ -173,9 +173,7 @@ class ClassifierNode(Node):
                     min_points=int(values["classify.min_points"]), max_points=int(values["classify.max_points"]),
                     margin=float(values["classify.box_margin"]), backend=values["model.backend"],
                     colour=values["model.colour"] or None)
-            convention = self.classifier.convention
-            self._fields = (*XYZ, "intensity") if convention.channels == 6 and convention.colour == "intensity" \
-                else XYZ
+            self._fields = (*XYZ, "intensity") if self.classifier.convention.reads_intensity else XYZ
             sweeps = int(values["accumulate.sweeps"])
             self._ego = EgoMotion(self, sweeps, values["accumulate.fixed_frame"], float(values["tf_timeout"]),
                                   self._fields) if sweeps > 1 else None
@@ -402,13 +400,12 @@ def main(argv: list[str] | None = None) -> int:
         node = ClassifierNode()
         if node.get_parameter("autostart").value:
             if node.trigger_configure() != TransitionCallbackReturn.SUCCESS:
-                node.destroy_node()
-                rclpy.try_shutdown()
+                stop_quietly(node)
                 return 1
             node.trigger_activate()
     except (InvalidParameterTypeException, InvalidParameterValueException) as exc:
         print(f"blendclip-classifier: bad parameter: {exc}", file=sys.stderr)
-        rclpy.try_shutdown()
+        stop_quietly(node)
         return 1
     except KeyboardInterrupt:  # Ctrl-C while the model loads: stop without a traceback
         print("blendclip-classifier: interrupted while starting", file=sys.stderr)
